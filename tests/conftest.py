@@ -1,0 +1,23 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the environment the tests run in holds the console scripts
+
+
+def run_cli(*args, env=None, cwd=ROOT, timeout=900):
+    "Run the real `mlops-course` command; return the completed process (text)."
+    return subprocess.run([str(BIN/"mlops-course"), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def work_env(tmp_path):
+    "An environment whose work dir is a fresh temporary folder (nothing lands in the repo)."
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_COURSE_") and k != "MLFLOW_TRACKING_URI"}
+    env["MLOPS_COURSE_WORK_DIR"] = str(tmp_path/"work")
+    return env

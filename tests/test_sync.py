@@ -1,0 +1,41 @@
+"The notebooks are the source: CI fails when they are not clean or the package is out of sync with them."
+import shutil
+import subprocess
+
+import nbformat
+
+from conftest import BIN, ROOT
+
+
+def _snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for d in ("nbs", "mlops_course") for p in sorted((root/d).rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts
+            and p.name != ".last_checked"}
+
+
+def test_export_and_clean_change_nothing(tmp_path):
+    "nbdev-export and nbdev-clean, run on a copy of the repo, leave every file as committed."
+    for d in ("nbs", "mlops_course"):
+        shutil.copytree(ROOT/d, tmp_path/d, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copy(ROOT/"pyproject.toml", tmp_path)
+    before = _snapshot(tmp_path)
+    for cmd in ("nbdev-export", "nbdev-clean"):
+        subprocess.run([str(BIN/cmd)], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    after = _snapshot(tmp_path)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, ("out of sync or not clean (run `make export` and commit): " + ", ".join(changed))
+
+
+def test_notebooks_are_committed_without_outputs():
+    "Executed outputs never enter the repository."
+    for p in sorted((ROOT/"nbs").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in p.parts: continue
+        nb = nbformat.read(p, as_version=4)
+        dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+        assert not dirty, f"{p.name}: cells {dirty} hold outputs; clear them before committing"
+
+
+def test_readme_is_generated_from_index():
+    r = subprocess.run([str(BIN/"python"), "tools/readme.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
