@@ -1,0 +1,125 @@
+"The course's MLOps pipeline, run as a user runs it: from the command line, on the embedded store."
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import papermill as pm
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlops_course.config import load_settings
+from mlops_course.data import make_churn, write_table
+from mlops_course.notebooks import execute_notebook
+from mlops_course.pipeline import load_spec, notebook_parameters
+from conftest import BIN, ROOT, run_cli
+
+PIPELINE = ROOT/"nbs"/"pipeline"
+STEPS = ["ingest", "validate", "prepare", "train", "evaluate", "register", "gate"]
+SMALL = ["-p", "ingest.n_rows=4000", "-p", "train.n_iter=3"]
+
+
+def test_papermill_reads_the_same_parameters_we_do():
+    "Every step notebook's parameters cell parses for papermill (--help-notebook) exactly as for the runner, with help text."
+    for name in STEPS:
+        ours = notebook_parameters(PIPELINE/f"{name}.ipynb")
+        theirs = pm.inspect_notebook(str(PIPELINE/f"{name}.ipynb"))
+        assert list(ours) == list(theirs), name
+        assert all(p["help"] for p in theirs.values()), f"{name}: a parameter has no help comment"
+
+
+def test_course_spec_covers_the_environments():
+    spec = load_spec(ROOT/"nbs/pipeline/course.yaml", settings=load_settings(env={"MLOPS_COURSE_WORK_DIR": "/tmp/unused-mlops"}, create_work_dir=False))
+    assert list(spec.steps) == STEPS
+    assert [spec.steps[s].env for s in STEPS] == ["data", "data", "dev", "dev", "dev", "preprod", "preprod"]
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    "The course pipeline run once from the command line, as `make run` does (smaller data)."
+    import os
+    work = tmp_path_factory.mktemp("course")/"work"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_COURSE_") and k != "MLFLOW_TRACKING_URI"}
+    env["MLOPS_COURSE_WORK_DIR"] = str(work)
+    r = run_cli("run", *SMALL, "-p", "gate.min_score=0.0", env=env)
+    return r, env, load_settings(env=env)
+
+
+def test_course_pipeline_runs_and_registers_a_candidate(course):
+    r, env, settings = course
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Pipeline ok" in r.stdout and "Report: " in r.stdout
+    client = MlflowClient(settings.tracking_uri)
+    candidate = client.get_model_version_by_alias("churn-model", "candidate")
+    preprod = client.get_model_version_by_alias("churn-model", "preprod")
+    assert candidate.version == preprod.version
+    assert candidate.tags["gate.decision"] == "promote" and "no model in production yet" in candidate.tags["gate.reason"]
+    assert float(candidate.tags["test_f1"]) > 0
+    decision = json.loads((settings.work_dir/"pipelines/course/data/gate.json").read_text())
+    assert decision["decision"] == "promote" and decision["version"] == str(candidate.version)
+
+
+def test_rerun_is_up_to_date_and_status_lists_runs(course):
+    _, env, _ = course
+    r = run_cli("run", *SMALL, "-p", "gate.min_score=0.0", env=env)
+    assert r.returncode == 0 and "Up to date" in r.stdout and r.stdout.count("cached") >= len(STEPS)
+    r = run_cli("status", env=env)
+    assert r.returncode == 0 and "course pipeline" in r.stdout and "FINISHED" in r.stdout
+
+
+def test_gate_refuses_a_worse_candidate_and_says_why(course):
+    _, env, settings = course
+    client = MlflowClient(settings.tracking_uri)
+    first = client.get_model_version_by_alias("churn-model", "candidate").version
+    client.set_registered_model_alias("churn-model", "prod", first)  # the first model goes to production
+    r = run_cli("run", *SMALL, "-p", "gate.min_score=0.0", "-p", "gate.tolerance=-0.5", "--from", "register", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    second = client.get_model_version_by_alias("churn-model", "candidate")
+    assert int(second.version) == int(first) + 1
+    assert second.tags["gate.decision"] == "refuse" and "worse than production" in second.tags["gate.reason"]
+    assert client.get_model_version_by_alias("churn-model", "preprod").version == first  # not promoted
+
+
+def test_validate_blocks_a_corrupted_batch(course, tmp_path):
+    _, env, settings = course
+    bad = make_churn(2000, seed=3)
+    bad.loc[:9, "age"] = 250.0
+    bad["contract"] = bad["contract"].cat.add_categories(["lifetime"])
+    bad.loc[10:19, "contract"] = "lifetime"
+    write_table(bad, tmp_path/"corrupted.csv")
+    r = run_cli("run", *SMALL, "-p", f"ingest.source={tmp_path/'corrupted.csv'}", env=env)
+    assert r.returncode == 1
+    assert "data contract broken" in r.stdout and "range age" in r.stdout and "lifetime" in r.stdout
+    for step in ["prepare", "train", "evaluate", "register", "gate"]:
+        assert f"{step}" in r.stdout
+    assert r.stdout.count("skipped: upstream step 'validate' failed") == 1 and "skipped" in r.stdout
+
+
+def test_ui_serves_the_store_on_loopback(course):
+    _, env, settings = course
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    proc = subprocess.Popen([str(BIN/"mlops-course"), "ui", "--port", str(port)], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body, deadline = None, time.time() + 90
+        while time.time() < deadline and body is None:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={settings.experiment}")
+                body = json.loads(urllib.request.urlopen(req, timeout=5).read())
+            except OSError: time.sleep(1)
+        assert body and body["experiment"]["name"] == settings.experiment
+    finally:
+        proc.terminate(); proc.wait(timeout=30)
+
+
+def test_each_step_notebook_runs_alone_with_its_defaults(tmp_path, monkeypatch):
+    "A student opens the step notebooks one after another, with no runner: each runs with its defaults."
+    monkeypatch.setenv("MLOPS_COURSE_WORK_DIR", str(tmp_path/"work"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in STEPS:
+        run = execute_notebook(PIPELINE/f"{name}.ipynb", tmp_path/"out"/f"{name}.ipynb", cwd=PIPELINE)
+        assert run.status == "ok", f"{name}: {run.error} at In [{run.cell}]"
+    assert (tmp_path/"work/standalone/data/gate.json").is_file()
+    assert not list(PIPELINE.glob("*.parquet")) and not (PIPELINE/"mlruns").exists()  # nothing written beside the notebooks
