@@ -1,14 +1,16 @@
 # The commands a person types. Each creates or reuses the virtual environment .venv first.
-#   make run    the main job: execute the course in a real Jupyter kernel
-#   make test   the whole test suite (what CI runs)
-#   make lab    JupyterLab on the chapters
+#   make run      the main job: the course pipeline, tracked in MLflow
+#   make test     the whole test suite (what CI runs)
+#   make ui       the MLflow UI on 127.0.0.1:5000
+#   make chapters every chapter executed in a real Jupyter kernel
+#   make lab      JupyterLab on the chapters
 #   make readme README.md from nbs/index.ipynb
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lab readme export clean-nbs
+.PHONY: run test ui chapters lab readme export
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +19,12 @@ $(STAMP): pyproject.toml setup.py
 	@touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/mlops-course run
+
+ui: $(STAMP)
+	$(BIN)/mlops-course ui
+
+chapters: $(STAMP)
 	$(BIN)/mlops-course chapters
 
 test: $(STAMP)

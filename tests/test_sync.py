@@ -39,3 +39,14 @@ def test_notebooks_are_committed_without_outputs():
 def test_readme_is_generated_from_index():
     r = subprocess.run([str(BIN/"python"), "tools/readme.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_syllabus_status_is_true():
+    "A topic is marked as running exactly when every chapter it names exists (and so runs in CI)."
+    rows = [line.split("|")[1:-1] for line in (ROOT/"README.md").read_text().splitlines()
+            if line.startswith("| ") and "`" in line]
+    assert len(rows) >= 21
+    for cells in rows:
+        chapters = [c.strip("` ") for c in cells[3].split(",")]
+        exists = all((ROOT/"nbs"/f"{c}.ipynb").is_file() for c in chapters)
+        assert ("✅" in cells[5]) == exists, f"syllabus row {cells[0].strip()} ({cells[1].strip()}): status says {cells[5].strip()}"
