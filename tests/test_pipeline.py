@@ -137,10 +137,38 @@ def test_cached_rerun_and_resume_after_failure(demo):
     assert no_run_left_running(settings)
 
 
-def test_a_step_must_write_its_declared_outputs(demo):
+def test_a_step_must_write_its_declared_outputs_in_this_run(demo):
     folder, settings, _ = demo
-    result = run_pipeline(write_spec(folder, "steps:\n  lazy: {notebook: lazy.ipynb, outputs: {out_path: never.txt}}\n"), settings=settings)
-    assert result.status == "failed" and "did not write its output(s): out_path" in result.steps[0].error
+    spec = write_spec(folder, "steps:\n  lazy: {notebook: lazy.ipynb, outputs: {out_path: never.txt}}\n")
+    result = run_pipeline(spec, settings=settings)
+    assert result.status == "failed" and "did not write its output(s) in this run: out_path" in result.steps[0].error
+    old = result.spec.steps["lazy"].outputs["out_path"]
+    old.write_text("left by an earlier run")
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    again = run_pipeline(spec, settings=settings)
+    assert again.status == "failed" and "in this run" in again.steps[0].error  # an old file is not this run's product
+
+
+def test_a_cache_whose_runs_are_gone_from_the_store_runs_again(demo):
+    folder, settings, env = demo
+    spec = write_spec(folder, CHAIN)
+    assert run_pipeline(spec, settings=settings).status == "ok"
+    # the same work dir (data, cache index) but another tracking store, where the runs that made the outputs are not
+    other = load_settings(env={**env, "MLOPS_COURSE_TRACKING_URI": f"sqlite:///{folder/'other.db'}"})
+    again = run_pipeline(spec, settings=other)
+    assert {r.name: r.status for r in again.steps} == {"make": "ok", "total": "ok", "gate": "ok"}
+
+
+def test_one_run_of_a_pipeline_at_a_time(demo):
+    from mlops_course.pipeline import _lock
+    folder, settings, _ = demo
+    spec = load_spec(write_spec(folder, CHAIN), settings=settings)
+    held = _lock(spec)
+    try:
+        with pytest.raises(WorkbenchError, match="already running in another process"):
+            run_pipeline(spec, settings=settings, force=True)
+    finally: held.close()
+    assert run_pipeline(spec, settings=settings).status == "ok"
 
 
 def test_timeout_and_dead_kernel_fail_their_step(demo):
