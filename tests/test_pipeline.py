@@ -244,3 +244,28 @@ def test_spec_errors_name_what_is_wrong(demo):
     for text, expected in cases.items():
         with pytest.raises(WorkbenchError, match=expected.replace("(", r"\(").replace(")", r"\)")):
             load_spec(write_spec(folder, text, "bad.yaml"), settings=settings)
+
+
+def test_a_tracking_server_works_too(demo):
+    "The same pipeline recorded through a real MLflow tracking server on 127.0.0.1 (HTTP), not a file."
+    import socket
+    import urllib.request
+    folder, _, env = demo
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{folder/'server.db'}", "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2); break
+            except OSError: time.sleep(1)
+        settings = load_settings(env={**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+        result = run_pipeline(write_spec(folder, CHAIN), settings=settings)
+        assert result.status == "ok", [(r.name, r.error) for r in result.steps]
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        steps = children(client, result.run_id)
+        assert steps["total"].data.metrics["total"] == 12.0 and client.get_run(result.run_id).info.status == "FINISHED"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM); server.wait(timeout=30)
