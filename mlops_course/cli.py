@@ -14,8 +14,8 @@ from . import __version__
 from .core import WorkbenchError
 
 # %% auto #0
-__all__ = ['format_table', 'cmd_chapters', 'cmd_run', 'cmd_status', 'cmd_ui', 'cmd_exercises', 'cmd_settings', 'build_parser',
-           'main']
+__all__ = ['DEFAULT_MODEL', 'format_table', 'cmd_chapters', 'cmd_run', 'cmd_status', 'cmd_ui', 'cmd_exercises', 'cmd_serve',
+           'cmd_score', 'cmd_settings', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #8e3ee24e
 def format_table(
@@ -139,6 +139,27 @@ def cmd_exercises(args) -> int:
     print(f"Wrote {len(chapters)} student notebook(s) to {out}")
     return 0
 
+def cmd_serve(args) -> int:
+    "Serve a registered model over HTTP until Ctrl-C or SIGTERM: POST /predict, GET /health, GET /metadata."
+    from mlops_course.serve import serve
+    settings = _settings(args)
+    serve(args.model, args.alias, host=args.host, port=args.port, tracking_uri=settings.tracking_uri,
+          access_log=not args.no_access_log, max_rows=args.max_rows, max_bytes=args.max_bytes)
+    return 0
+
+def cmd_score(args) -> int:
+    "Score a CSV or Parquet file with a registered model, in chunks; write its rows plus a `prediction` column."
+    source = Path(args.input)
+    if not source.is_file(): raise WorkbenchError(f"input file '{source}' does not exist")
+    from mlops_course.serve import batch_score, resolve_model
+    settings = _settings(args)
+    served = resolve_model(args.model, args.alias, settings.tracking_uri)
+    print(f"Scoring {source} with {served.name} version {served.version} (@{served.alias})", flush=True)
+    start = time.perf_counter()
+    out = batch_score(served, source, args.output, chunk_rows=args.chunk_rows, progress=sys.stderr.isatty(), keep_extra=args.keep_extra)
+    print(f"Wrote {out} in {time.perf_counter() - start:.1f}s")
+    return 0
+
 def cmd_settings(args) -> int:
     "Show the resolved settings."
     s = _settings(args)
@@ -147,6 +168,8 @@ def cmd_settings(args) -> int:
     return 0
 
 # %% ../nbs/14_cli.ipynb #be4dc1c1
+DEFAULT_MODEL = "churn-model"  # the course pipeline's registered model
+
 def build_parser() -> argparse.ArgumentParser:
     "The `mlops-course` argument parser."
     p = argparse.ArgumentParser(prog="mlops-course", description="A Jupyter workbench that teaches MLOps and DataOps with code that really runs.")
@@ -179,6 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--nbs", metavar="DIR", help="folder of chapter notebooks (default: nbs/ beside settings.ini)")
     e.add_argument("--out", metavar="DIR", help="where student copies go (default: WORK_DIR/student)")
     e.set_defaults(func=cmd_exercises)
+    sv = sub.add_parser("serve", help="serve a registered model over HTTP", description=cmd_serve.__doc__)
+    sv.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME", help=f"registered model name (default: {DEFAULT_MODEL})")
+    sv.add_argument("--alias", default="prod", help="the alias whose version to serve (default: prod)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=5001, metavar="P", help="port (default: 5001; 0 picks a free one)")
+    sv.add_argument("--max-rows", type=int, default=10_000, metavar="N", help="most rows per request (default: 10000)")
+    sv.add_argument("--max-bytes", type=int, default=5_000_000, metavar="B", help="largest request body in bytes (default: 5000000)")
+    sv.add_argument("--no-access-log", action="store_true", help="do not log a line per request")
+    sv.set_defaults(func=cmd_serve)
+    sc = sub.add_parser("score", help="score a CSV or Parquet file with a registered model (batch)", description=cmd_score.__doc__)
+    sc.add_argument("input", metavar="INPUT", help="a .csv, .tsv or .parquet file of rows")
+    sc.add_argument("output", metavar="OUTPUT", help="the .csv or .parquet file to write (replaced only when complete)")
+    sc.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME", help=f"registered model name (default: {DEFAULT_MODEL})")
+    sc.add_argument("--alias", default="prod", help="the alias whose version to use (default: prod)")
+    sc.add_argument("--chunk-rows", type=int, default=50_000, metavar="N", help="rows scored at a time (default: 50000)")
+    sc.add_argument("--keep-extra", action="store_true", help="carry columns the model does not take (ids, labels) to the output instead of refusing them")
+    sc.set_defaults(func=cmd_score)
     s = sub.add_parser("settings", help="show the resolved settings", description=cmd_settings.__doc__)
     s.set_defaults(func=cmd_settings)
     return p
