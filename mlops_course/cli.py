@@ -48,24 +48,21 @@ def _select(chapters: list[Path], names: list[str]) -> list[Path]:
         chosen += [h for h in hits if h not in chosen]
     return chosen
 
-# %% ../nbs/14_cli.ipynb #da4d55dc
+# %% ../nbs/14_cli.ipynb #a6cfcc35
 def cmd_chapters(args) -> int:
     "Execute chapter notebooks in a real kernel and show a table of results."
-    from mlops_course.notebooks import execute_notebook, find_chapters
+    from mlops_course.notebooks import execute_notebooks, find_chapters
     settings = _settings(args)
     nbs = _nbs_dir(args, settings)
     chapters = _select(find_chapters(nbs), args.names)
     out_dir = Path(args.out) if args.out else settings.work_dir/"chapters"/time.strftime("%Y%m%d-%H%M%S")
-    live = sys.stdout.isatty()
-    print(f"Executing {len(chapters)} chapter notebook(s) from {nbs}")
-    results = []
-    for nb in chapters:
-        if live: print(f"  …  {nb.stem}", end="\r", flush=True)
-        run = execute_notebook(nb, out_dir/nb.name, cwd=nbs, cell_timeout=args.timeout)
+    workers = args.workers or settings.batch_workers
+    print(f"Executing {len(chapters)} chapter notebook(s) from {nbs}, {workers} at a time")
+    def done(run):
         where = f" at In [{run.cell}]" if run.cell is not None else ""
-        print(f"  {'✓' if run.status == 'ok' else '✗'}  {nb.stem:<28} {run.seconds:6.1f}s"
+        print(f"  {'✓' if run.status == 'ok' else '✗'}  {run.notebook.stem:<28} {run.seconds:6.1f}s"
               + (f"  failed{where}: {run.error}" if run.status != "ok" else ""), flush=True)
-        results.append(run)
+    results = execute_notebooks(chapters, out_dir, cwd=nbs, workers=workers, cell_timeout=args.timeout, on_done=done)
     print()
     print(format_table([{"chapter": r.notebook.stem, "status": r.status, "seconds": f"{r.seconds:.1f}",
                          "error": (f"In [{r.cell}]: " if r.cell is not None else "") + (r.error or "")} for r in results]))
@@ -167,7 +164,7 @@ def cmd_settings(args) -> int:
     print(format_table([{"key": k, "value": v} for k, v in vars(s).items() if k != "source"]))
     return 0
 
-# %% ../nbs/14_cli.ipynb #be4dc1c1
+# %% ../nbs/14_cli.ipynb #460776eb
 DEFAULT_MODEL = "churn-model"  # the course pipeline's registered model
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("names", nargs="*", metavar="NAME", help="chapters to run, e.g. 01 or 02a_data_preparation (default: all)")
     c.add_argument("--nbs", metavar="DIR", help="folder of chapter notebooks (default: nbs/ beside settings.ini)")
     c.add_argument("--out", metavar="DIR", help="where executed copies go (default: WORK_DIR/chapters/TIMESTAMP)")
+    c.add_argument("--workers", type=int, metavar="N", help="chapters executed at once (default: batch_workers from the settings)")
     c.add_argument("--timeout", type=float, default=600, metavar="SECONDS", help="time limit per cell (default: 600)")
     c.set_defaults(func=cmd_chapters)
     r = sub.add_parser("run", help="run a pipeline of notebooks, tracked in MLflow", description=cmd_run.__doc__)

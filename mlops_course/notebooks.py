@@ -28,7 +28,7 @@ def find_chapters(
     if not d.is_dir(): raise WorkbenchError(f"'{d}' is not a folder of notebooks; run from a clone of the course or name its nbs/ folder")
     return sorted(p for p in d.iterdir() if CHAPTER_RE.match(p.name))
 
-# %% ../nbs/00_notebooks.ipynb #b4399027
+# %% ../nbs/00_notebooks.ipynb #cde74ceb
 @dataclass
 class NotebookRun:
     "What happened when a notebook was executed."
@@ -51,6 +51,7 @@ def _failed_cell(output: Path) -> int | None:
 
 def cwd_kernel_manager(
     cwd: str | os.PathLike,  # the kernel's working folder
+    stderr: str | os.PathLike | None = None,  # a file for the kernel's own messages (default: the terminal)
 ) -> type:
     "A Jupyter kernel manager class whose kernels start in `cwd` (the process's own folder is left alone)."
     from jupyter_client.manager import AsyncKernelManager
@@ -58,6 +59,9 @@ def cwd_kernel_manager(
     class CwdKernelManager(AsyncKernelManager):
         async def _async_pre_start_kernel(self, **kw):
             return await super()._async_pre_start_kernel(**{**kw, "cwd": folder})
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if stderr is None: return await super()._async_launch_kernel(kernel_cmd, **kw)
+            with open(stderr, "ab") as log: return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
     return CwdKernelManager
 
 def execute_notebook(
@@ -77,7 +81,8 @@ def execute_notebook(
     if not notebook.is_file(): raise WorkbenchError(f"notebook '{notebook}' does not exist")
     output.parent.mkdir(parents=True, exist_ok=True)
     # papermill's cwd= changes the folder of the whole process (unsafe with threads): the kernel manager sets the kernel's own
-    manager = kernel_manager_class or cwd_kernel_manager(cwd or notebook.parent)
+    log = output.with_name(output.stem + ".kernel-stderr.log")  # the kernel's own warnings: kept, off the terminal
+    manager = kernel_manager_class or cwd_kernel_manager(cwd or notebook.parent, stderr=log)
     start = time.monotonic()
     status, error, cell = "ok", None, None
     try:
@@ -89,6 +94,7 @@ def execute_notebook(
     except Exception as e:  # dead kernel, cell timeout, a kernel that would not start: the run failed, the caller goes on
         status, error = "failed", f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
         cell = _failed_cell(output) if output.exists() else None
+    if log.exists() and log.stat().st_size == 0: log.unlink()
     return NotebookRun(notebook, output, status, time.monotonic() - start, error, cell)
 
 # %% ../nbs/00_notebooks.ipynb #980d8fa4
