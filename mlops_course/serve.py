@@ -192,18 +192,31 @@ def json_rows(
 def _json_kind(v) -> str:
     return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}.get(type(v), type(v).__name__)
 
-# %% ../nbs/04e_deployment.ipynb #e63aaf95
-def _raw_model(pyfunc):
-    try: return pyfunc.get_raw_model()
+# %% ../nbs/04e_deployment.ipynb #2787b846
+def _direct_model(pyfunc):
+    "The fitted scikit-learn model behind `pyfunc`, when calling its `predict` is exactly what `pyfunc.predict` does; else None."
+    conf = pyfunc.metadata.flavors.get("python_function", {})
+    if conf.get("loader_module") != "mlflow.sklearn" or conf.get("predict_fn", "predict") != "predict": return None
+    try: raw = pyfunc.get_raw_model()
     except Exception: return None
+    return raw if hasattr(raw, "predict") else None
 
 def _predict(served: ServedModel, X: pd.DataFrame, probabilities: bool, raw) -> dict:
-    y = served.model.predict(X)
+    "Predictions (and class probabilities) for rows `check_rows` already validated."
+    proba = None
+    if raw is None: y = served.model.predict(X)  # any other flavour: through MLflow
+    elif hasattr(raw, "steps") and len(raw.steps) > 1:  # a Pipeline: transform once for both answers
+        Xt, final = raw[:-1].transform(X), raw[-1]
+        y = final.predict(Xt)
+        if probabilities and hasattr(final, "predict_proba"): proba = final.predict_proba(Xt)
+    else:
+        y = raw.predict(X)
+        if probabilities and hasattr(raw, "predict_proba"): proba = raw.predict_proba(X)
     y = y.iloc[:, 0] if isinstance(y, pd.DataFrame) else y
     out = {"predictions": np.asarray(y).tolist(), "model": served.name, "version": served.version}
-    if probabilities and raw is not None and hasattr(raw, "predict_proba"):
+    if proba is not None:
         out["classes"] = np.asarray(raw.classes_).tolist()
-        out["probabilities"] = np.round(raw.predict_proba(X), 6).tolist()
+        out["probabilities"] = np.round(proba, 6).tolist()
     return out
 
 async def _read_body(request, max_bytes: int) -> bytes:
@@ -236,7 +249,7 @@ def create_app(
     from starlette.routing import Route
     if max_rows < 1 or max_bytes < 1: raise WorkbenchError(f"max_rows ({max_rows}) and max_bytes ({max_bytes}) must be at least 1")
     log = logging.getLogger("mlops_course.serve")
-    raw = _raw_model(served.model)
+    raw = _direct_model(served.model)  # the rows are checked here already: skip MLflow's second check
     about = {"model": served.name, "version": served.version, "alias": served.alias, "run_id": served.run_id}
 
     async def health(request):
