@@ -27,8 +27,8 @@ from .notebooks import execute_notebook
 # %% auto #0
 __all__ = ['ENVIRONMENTS', 'NAME_RE', 'SPEC_KEYS', 'STEP_KEYS', 'STEP_LOG', 'STEP_RUN_ENV', 'STATUS_COLOURS',
            'notebook_parameters', 'Step', 'Spec', 'parse_overrides', 'load_spec', 'data_path', 'log_metrics',
-           'log_params', 'log_figure', 'tracking_client', 'log_text', 'tracked_run', 'StepResult', 'PipelineResult',
-           'run_pipeline', 'plot_dag', 'write_report', 'pipeline_runs']
+           'log_params', 'log_figure', 'step_tracking_uri', 'tracking_client', 'log_text', 'tracked_run', 'StepResult',
+           'PipelineResult', 'run_pipeline', 'plot_dag', 'write_report', 'pipeline_runs']
 
 # %% ../nbs/03_environments.ipynb #96d38053
 ENVIRONMENTS = ("data", "dev", "preprod", "prod")
@@ -251,7 +251,7 @@ def load_spec(
                      tuple(upstream_of[n]), parsed[n]["timeout"], str(parsed[n]["raw"].get("description", ""))) for n in order}
     return Spec(name, path, steps, data_dir, str(raw.get("description", "")))
 
-# %% ../nbs/03_environments.ipynb #8b51a6fe
+# %% ../nbs/03_environments.ipynb #262e129d
 STEP_LOG = "step-log.jsonl"  # what log_metrics/log_params write in the step's folder under the runner
 
 STEP_RUN_ENV = "MLOPS_COURSE_STEP_RUN"  # the step's MLflow run id, set by the runner (MLflow's own MLFLOW_RUN_ID is removed by mlflow.end_run)
@@ -300,14 +300,15 @@ def log_figure(
     with atomic_path(folder/name) as tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return folder/name
 
-def _standalone_uri() -> str:
-    return f"sqlite:///{_standalone_dir('.')/'mlflow.db'}"
+def step_tracking_uri() -> str:
+    "The MLflow store of this step: the runner's under the runner, else the standalone sandbox store."
+    return os.environ["MLFLOW_TRACKING_URI"] if _in_pipeline() else f"sqlite:///{_standalone_dir('.')/'mlflow.db'}"
 
 def tracking_client():
     "An MlflowClient for this step: the step's store under the runner, else the standalone sandbox store."
     import mlflow
     from mlflow.tracking import MlflowClient
-    uri = os.environ.get("MLFLOW_TRACKING_URI") if _in_pipeline() else _standalone_uri()
+    uri = step_tracking_uri()
     mlflow.set_tracking_uri(uri)  # so models:/ URIs resolve in the same store
     return MlflowClient(uri)
 

@@ -5,7 +5,7 @@ import nbformat
 import pytest
 
 from mlops_course.exercises import SOLUTION_BEGIN, collect_checks
-from mlops_course.notebooks import execute_notebook, find_chapters
+from mlops_course.notebooks import execute_notebooks, find_chapters
 from conftest import ROOT, run_cli
 
 CHAPTERS = [p for p in find_chapters(ROOT/"nbs") if not p.name.startswith("00_")]
@@ -18,20 +18,26 @@ def executed(tmp_path_factory):
     out = tmp_path_factory.mktemp("executed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_COURSE_")}
     env["MLOPS_COURSE_WORK_DIR"] = str(out/"work")
+    before = _files(ROOT/"nbs")
     r = run_cli("chapters", *[p.stem for p in CHAPTERS], "--out", out, env=env)
-    return r, out
+    return r, out, _files(ROOT/"nbs") - before
+
+
+def _files(folder):
+    return {p.relative_to(folder) for p in folder.rglob("*") if ".ipynb_checkpoints" not in p.parts}
 
 
 def test_every_chapter_runs_in_a_real_kernel(executed):
-    r, out = executed
+    r, out, written = executed
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(CHAPTERS)} passed, 0 failed" in r.stdout
     for p in CHAPTERS: assert (out/p.name).is_file()
+    assert not written, f"chapters wrote beside the notebooks (e.g. an MLflow ./mlruns): {sorted(map(str, written))[:5]}"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_exercises_pass_with_solutions(executed, chapter):
-    _, out = executed
+    _, out, _ = executed
     src = nbformat.read(chapter, as_version=4)
     if not any(SOLUTION_BEGIN in c.source for c in src.cells if c.cell_type == "code"): pytest.skip("no exercises")
     checks = collect_checks(out/chapter.name)
@@ -39,21 +45,23 @@ def test_exercises_pass_with_solutions(executed, chapter):
     assert all(c["passed"] for c in checks), [c for c in checks if not c["passed"]]
 
 
-def test_student_copies_run_and_fail_every_check(tmp_path, work_env):
+def test_student_copies_run_and_fail_every_check(tmp_path, work_env, monkeypatch):
     "The stripped copies hold no solution, still run to the end, and every check says ✗."
     names = [p.stem for p in CHAPTERS]
     r = run_cli("exercises", *names, "--out", tmp_path/"student", env=work_env)
     assert r.returncode == 0, r.stderr
+    with_exercises = []
     for chapter in CHAPTERS:
         student = tmp_path/"student"/chapter.name
         lines = [ln.strip() for c in nbformat.read(student, as_version=4).cells for ln in c.source.splitlines()]
         assert SOLUTION_BEGIN not in lines
         src = nbformat.read(chapter, as_version=4)
-        if not any(SOLUTION_BEGIN in c.source for c in src.cells if c.cell_type == "code"): continue
-        run = execute_notebook(student, tmp_path/"executed"/chapter.name, cwd=ROOT/"nbs")
-        assert run.status == "ok", f"{chapter.name}: {run.error} at cell {run.cell}"
+        if any(SOLUTION_BEGIN in c.source for c in src.cells if c.cell_type == "code"): with_exercises.append(student)
+    monkeypatch.setenv("MLOPS_COURSE_WORK_DIR", work_env["MLOPS_COURSE_WORK_DIR"])  # the kernels inherit it
+    for run in execute_notebooks(with_exercises, tmp_path/"executed", cwd=ROOT/"nbs", workers=2):
+        assert run.status == "ok", f"{run.notebook.name}: {run.error} at cell {run.cell}"
         checks = collect_checks(run.output)
-        assert checks and not any(c["passed"] for c in checks), chapter.name
+        assert checks and not any(c["passed"] for c in checks), run.notebook.name
 
 
 def test_a_failing_chapter_is_reported_with_its_cell(tmp_path, work_env):

@@ -5,18 +5,21 @@ import subprocess
 import time
 import urllib.request
 
+import pandas as pd
 import papermill as pm
 import pytest
 from mlflow.tracking import MlflowClient
 
 from mlops_course.config import load_settings
+from mlops_course.core import file_sha256
 from mlops_course.data import make_churn, write_table
 from mlops_course.notebooks import execute_notebook
 from mlops_course.pipeline import load_spec, notebook_parameters
+from mlops_course.registry import lineage, training_data
 from conftest import BIN, ROOT, run_cli
 
 PIPELINE = ROOT/"nbs"/"pipeline"
-STEPS = ["ingest", "validate", "prepare", "train", "evaluate", "register", "gate"]
+STEPS = ["ingest", "validate", "prepare", "train", "evaluate", "register", "gate", "deploy", "monitor"]
 SMALL = ["-p", "ingest.n_rows=4000", "-p", "train.n_iter=3"]
 
 
@@ -32,7 +35,7 @@ def test_papermill_reads_the_same_parameters_we_do():
 def test_course_spec_covers_the_environments():
     spec = load_spec(ROOT/"nbs/pipeline/course.yaml", settings=load_settings(env={"MLOPS_COURSE_WORK_DIR": "/tmp/unused-mlops"}, create_work_dir=False))
     assert list(spec.steps) == STEPS
-    assert [spec.steps[s].env for s in STEPS] == ["data", "data", "dev", "dev", "dev", "preprod", "preprod"]
+    assert [spec.steps[s].env for s in STEPS] == ["data", "data", "dev", "dev", "dev", "preprod", "preprod", "prod", "prod"]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +59,51 @@ def test_course_pipeline_runs_and_registers_a_candidate(course):
     assert candidate.version == preprod.version
     assert candidate.tags["gate.decision"] == "promote" and "no model in production yet" in candidate.tags["gate.reason"]
     assert float(candidate.tags["test_f1"]) > 0
-    decision = json.loads((settings.work_dir/"pipelines/course/data/gate.json").read_text())
+    data = settings.work_dir/"pipelines/course/data"
+    decision = json.loads((data/"gate.json").read_text())
     assert decision["decision"] == "promote" and decision["version"] == str(candidate.version)
+    # deploy: the promoted version serves, and scored the production batch
+    assert client.get_model_version_by_alias("churn-model", "prod").version == candidate.version
+    assert json.loads((data/"deployment.json").read_text())["version"] == str(candidate.version)
+    predictions, labels = pd.read_parquet(data/"predictions.parquet"), pd.read_parquet(data/"labels.parquet")
+    assert len(predictions) == len(labels) == 5000 and set(predictions["prediction"].unique()) <= {0, 1}
+    assert (predictions["customer_id"].to_numpy() == labels["customer_id"].to_numpy()).all()
+    # monitor: same world as training, so no retraining
+    monitored = json.loads((data/"monitor.json").read_text())
+    assert monitored["retrain"] is False, monitored
+
+
+def test_lineage_says_which_data_trained_the_production_model(course):
+    _, env, settings = course
+    data = settings.work_dir/"pipelines/course/data"
+    trained_on = training_data("churn-model", "prod", settings.tracking_uri).set_index("name")
+    assert trained_on.loc["train_path", "sha256"] == file_sha256(data/"train.parquet")
+    assert trained_on.loc["raw_path", "written_by"] == "ingest"
+    lin = lineage("churn-model", alias="prod", tracking_uri=settings.tracking_uri)
+    assert list(lin.steps.step) == ["ingest", "validate", "prepare", "train", "evaluate", "register"]
+    assert ("train", "evaluate") in lin.edges and "deploy" not in set(lin.steps.step)
+
+
+def test_the_production_model_answers_curl(course):
+    _, env, settings = course
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    proc = subprocess.Popen([str(BIN/"mlops-course"), "serve", "--port", str(port)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        rows = pd.read_parquet(settings.work_dir/"pipelines/course/data/batch.parquet").head(5).drop(columns="customer_id")
+        body = json.dumps({"rows": json.loads(rows.to_json(orient="records"))})
+        answer, deadline = None, time.time() + 90
+        while time.time() < deadline and answer is None:
+            r = subprocess.run(["curl", "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", body,
+                                f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True)
+            if r.returncode == 0 and r.stdout: answer = json.loads(r.stdout)
+            else: time.sleep(1)
+        assert answer is not None, proc.stdout.read() if proc.poll() is not None else "no answer"
+        prod = MlflowClient(settings.tracking_uri).get_model_version_by_alias("churn-model", "prod").version
+        assert answer["version"] == prod and len(answer["predictions"]) == 5
+    finally:
+        proc.terminate(); proc.wait(timeout=30)
 
 
 def test_rerun_is_up_to_date_and_status_lists_runs(course):
@@ -72,13 +118,14 @@ def test_gate_refuses_a_worse_candidate_and_says_why(course):
     _, env, settings = course
     client = MlflowClient(settings.tracking_uri)
     first = client.get_model_version_by_alias("churn-model", "candidate").version
-    client.set_registered_model_alias("churn-model", "prod", first)  # the first model goes to production
+    assert client.get_model_version_by_alias("churn-model", "prod").version == first  # the first run deployed it
     r = run_cli("run", *SMALL, "-p", "gate.min_score=0.0", "-p", "gate.tolerance=-0.5", "--from", "register", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     second = client.get_model_version_by_alias("churn-model", "candidate")
     assert int(second.version) == int(first) + 1
     assert second.tags["gate.decision"] == "refuse" and "worse than production" in second.tags["gate.reason"]
     assert client.get_model_version_by_alias("churn-model", "preprod").version == first  # not promoted
+    assert client.get_model_version_by_alias("churn-model", "prod").version == first  # production keeps its model
 
 
 def test_validate_blocks_a_corrupted_batch(course, tmp_path):
@@ -91,7 +138,7 @@ def test_validate_blocks_a_corrupted_batch(course, tmp_path):
     r = run_cli("run", *SMALL, "-p", f"ingest.source={tmp_path/'corrupted.csv'}", env=env)
     assert r.returncode == 1
     assert "data contract broken" in r.stdout and "range age" in r.stdout and "lifetime" in r.stdout
-    for step in ["prepare", "train", "evaluate", "register", "gate"]:
+    for step in ["prepare", "train", "evaluate", "register", "gate", "deploy", "monitor"]:
         assert f"{step}" in r.stdout
     assert r.stdout.count("skipped: upstream step 'validate' failed") == 1 and "skipped" in r.stdout
 
