@@ -15,22 +15,26 @@ from .config import load_settings
 from .core import WorkbenchError
 
 # %% auto #0
-__all__ = ['log_model', 'model_versions', 'version_for', 'promote', 'rollback', 'Lineage', 'lineage', 'training_data',
-           'plot_lineage']
+__all__ = ['registry_client', 'log_model', 'model_versions', 'version_for', 'promote', 'rollback', 'Lineage', 'lineage',
+           'training_data', 'plot_lineage']
 
-# %% ../nbs/04d_model_registry.ipynb #1555111a
-def _client(tracking_uri: str | None):
-    "An MlflowClient on `tracking_uri` (default: the settings' store); the process-wide MLflow URI is left alone."
+# %% ../nbs/04d_model_registry.ipynb #a731c572
+def registry_client(
+    tracking_uri: str | None = None,  # an MLflow tracking URI; None: the settings' store
+):
+    "An MlflowClient on `tracking_uri` for the registry; the process-wide MLflow URI is left alone."
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri or load_settings().tracking_uri)
 
 def _model(client, name: str):
+    "The registered model `name`, or an error that lists the models there are."
     from mlflow.exceptions import MlflowException
     try: return client.get_registered_model(name)
-    except MlflowException:
-        names = [m.name for m in client.search_registered_models(max_results=100)]
-        raise WorkbenchError(f"no registered model '{name}' in {client.tracking_uri}; "
-                             f"registered models: {', '.join(names) or 'none yet (run the pipeline first: mlops-course run)'}") from None
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST": raise WorkbenchError(f"cannot read the model registry at {client.tracking_uri}: {e.message}") from e
+        known = [m.name for m in client.search_registered_models(max_results=100)]
+        raise WorkbenchError(f"no registered model '{name}' in {client.tracking_uri}; " + (f"registered models are: {', '.join(known)}" if known
+                             else "the registry is empty (run the course pipeline: mlops-course run)")) from None
 
 # %% ../nbs/04d_model_registry.ipynb #751aa321
 def log_model(
@@ -55,13 +59,13 @@ def log_model(
                                     skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
                                     pip_requirements=requirements, code_paths=[str(Path(mlops_course.__file__).parent)])
 
-# %% ../nbs/04d_model_registry.ipynb #ce9d6088
+# %% ../nbs/04d_model_registry.ipynb #f6180305
 def model_versions(
     name: str,  # registered model name
     tracking_uri: str | None = None,  # default: the settings' store
 ) -> pd.DataFrame:
     "Every version of a registered model: aliases, creation time, the run that made it, and its tags."
-    client = _client(tracking_uri)
+    client = registry_client(tracking_uri)
     aliases: dict[str, list[str]] = {}
     for alias, v in _model(client, name).aliases.items(): aliases.setdefault(str(v), []).append(alias)
     rows = []
@@ -77,14 +81,15 @@ def version_for(
     tracking_uri: str | None = None,  # default: the settings' store
 ) -> str:
     "The version that holds `alias` (a clear error naming the aliases that exist when none does)."
-    client = _client(tracking_uri)
+    client = registry_client(tracking_uri)
     held = {a: str(v) for a, v in _model(client, name).aliases.items()}
     if alias not in held:
-        raise WorkbenchError(f"model '{name}' has no version with alias '{alias}'; aliases: "
-                             + (", ".join(f"{a} -> v{v}" for a, v in sorted(held.items())) or "none"))
+        have = ", ".join(f"@{a} (version {v})" for a, v in sorted(held.items())) or "none yet"
+        raise WorkbenchError(f"model '{name}' has no alias '{alias}'; its aliases are: {have}. "
+                             f"Point it at a version with mlops_course.registry.promote('{name}', VERSION, '{alias}')")
     return held[alias]
 
-# %% ../nbs/04d_model_registry.ipynb #3cfff67a
+# %% ../nbs/04d_model_registry.ipynb #d8240f93
 def _check_version(client, name: str, version) -> str:
     from mlflow.exceptions import MlflowException
     _model(client, name)
@@ -104,7 +109,7 @@ def promote(
     tracking_uri: str | None = None,  # default: the settings' store
 ) -> str | None:
     "Point `alias` at `version`, recording the version it replaces (for `rollback`) and why; return that previous version."
-    client = _client(tracking_uri)
+    client = registry_client(tracking_uri)
     version = _check_version(client, name, version)
     previous = _holder(client, name, alias)
     if previous == version: return previous
@@ -119,7 +124,7 @@ def rollback(
     tracking_uri: str | None = None,  # default: the settings' store
 ) -> str:
     "Move `alias` back to the version it held before its last promotion; return that version."
-    client = _client(tracking_uri)
+    client = registry_client(tracking_uri)
     current = _holder(client, name, alias)
     if current is None: raise WorkbenchError(f"model '{name}' has no alias '{alias}' to roll back")
     previous = client.get_model_version(name, current).tags.get(f"{alias}.previous", "")
@@ -128,7 +133,7 @@ def rollback(
     client.set_model_version_tag(name, current, f"{alias}.rolled_back_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return previous
 
-# %% ../nbs/04d_model_registry.ipynb #8c7377e2
+# %% ../nbs/04d_model_registry.ipynb #62e4ac9b
 @dataclass
 class Lineage:
     "Where a model version came from: its run, its pipeline run, and the steps and data upstream of it."
@@ -164,7 +169,7 @@ def lineage(
 ) -> Lineage:
     "Walk back from a model version to the run that logged it, its pipeline run, and the steps and data it depends on."
     if (version is None) == (alias is None): raise WorkbenchError("lineage: give either version= or alias=")
-    client = _client(tracking_uri)
+    client = registry_client(tracking_uri)
     version = version_for(name, alias, tracking_uri) if alias is not None else _check_version(client, name, version)
     mv = client.get_model_version(name, str(version))
     aliases = sorted(a for a, v in _model(client, name).aliases.items() if str(v) == str(version))

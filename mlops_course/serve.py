@@ -26,7 +26,7 @@ from .core import WorkbenchError, atomic_path
 __all__ = ['ServedModel', 'resolve_model', 'InputError', 'check_rows', 'parse_payload', 'json_rows', 'create_app', 'serve',
            'BackgroundServer', 'batch_score']
 
-# %% ../nbs/04e_deployment.ipynb #e860f7ec
+# %% ../nbs/04e_deployment.ipynb #51bccb77
 @dataclass(frozen=True)
 class ServedModel:
     "A registered model version, loaded and ready to predict, with the columns its signature names."
@@ -54,24 +54,11 @@ def resolve_model(
 ) -> ServedModel:
     "Load the version of registered model `name` that holds `alias`."
     import mlflow
-    from mlflow.exceptions import MlflowException
-    if tracking_uri is None:
-        from mlops_course.config import load_settings
-        tracking_uri = load_settings().tracking_uri
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try: registered = client.get_registered_model(name)
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_DOES_NOT_EXIST": raise WorkbenchError(f"cannot read the model registry at {tracking_uri}: {e.message}") from e
-        known = [m.name for m in client.search_registered_models(max_results=20)]
-        raise WorkbenchError(f"no registered model '{name}' in {tracking_uri}; "
-                             + (f"registered models are: {', '.join(known)}" if known else "the registry is empty (run the course pipeline: mlops-course run)")) from None
-    aliases = dict(registered.aliases or {})
-    if alias not in aliases:
-        have = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items())) or "none yet"
-        raise WorkbenchError(f"model '{name}' has no alias '{alias}'; its aliases are: {have}. "
-                             f"Point one at a version with MlflowClient().set_registered_model_alias('{name}', '{alias}', VERSION)")
-    version = str(aliases[alias])
-    mv = client.get_model_version(name, version)
+    from mlops_course.config import load_settings
+    from mlops_course.registry import registry_client, version_for
+    tracking_uri = tracking_uri or load_settings().tracking_uri
+    version = version_for(name, alias, tracking_uri)  # errors name the models and aliases there are
+    mv = registry_client(tracking_uri).get_model_version(name, version)
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(tracking_uri); mlflow.set_registry_uri(tracking_uri)
     try: pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
