@@ -286,3 +286,19 @@ def test_a_million_rows_gives_scipys_numbers():
     # at a million rows a 1-point move of shares is certainly real (tiny p-value) but too small to matter (tiny PSI): not drift
     assert t.loc["c", "p_value"] < 1e-10 and t.loc["c", "psi"] < 0.01 and not t.loc["c", "drifted"]
     assert t["n_ref"].eq(n).all() and THRESHOLDS["psi"] > t["psi"].max()
+
+
+# ---- the retrain trigger refuses what cannot work, before running anything ----
+
+def test_retrain_trigger_needs_fresh_data_and_a_monitoring_result(tmp_path):
+    from mlops_course.config import load_settings
+    from mlops_course.monitor import retrain_on_drift
+    settings = load_settings(env={"MLOPS_COURSE_WORK_DIR": str(tmp_path/"work")})
+    raises(lambda: retrain_on_drift([], settings=settings), "same data makes the same model", "ingest.source=")
+    raises(lambda: retrain_on_drift(["ingest.drift=0.5"], settings=settings), "monitor.json does not exist yet", "mlops-course run")
+    raises(lambda: retrain_on_drift(["ingest.drift=0.5"], settings=settings, monitor_step="gate"), "no step 'gate' with a monitor_path")
+    decision = tmp_path/"work/pipelines/course/data/monitor.json"
+    decision.parent.mkdir(parents=True)
+    decision.write_text('{"retrain": false, "reasons": []}')
+    assert retrain_on_drift(["ingest.drift=0.5"], settings=settings) is None  # nothing drifted: nothing runs
+    assert not (tmp_path/"work/pipelines/course/runs").exists()
