@@ -465,7 +465,7 @@ class _Tracker:
                 self.set_terminated(run.info.run_id, "KILLED"); n += 1
         return n
 
-# %% ../nbs/03_environments.ipynb #7eefdae9
+# %% ../nbs/03_environments.ipynb #6a5d4550
 def _kernel_manager_class(env: dict, cwd: Path, name: str, live: dict, cancel: threading.Event):
     "A kernel manager class that starts its kernel in `cwd` with `env` added, registered as live[name]; none starts once cancelled."
     from jupyter_client.manager import AsyncKernelManager
@@ -478,7 +478,11 @@ def _kernel_manager_class(env: dict, cwd: Path, name: str, live: dict, cancel: t
             return await super()._async_pre_start_kernel(**kw)
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             with open(cwd/"kernel-stderr.log", "ab") as log:  # the kernel's own messages: kept with the step, not on the terminal
-                return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
+                info = await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
+            if cancel.is_set():  # Ctrl-C came while this kernel was starting, too late for the runner to see its pid
+                _kill_kernels({name: self})
+                raise RuntimeError("interrupted while the kernel started")
+            return info
     return StepKernelManager
 
 def _kill_kernels(live: dict) -> None:

@@ -101,7 +101,7 @@ def test_the_production_model_answers_curl(course):
             else: time.sleep(1)
         assert answer is not None, proc.stdout.read() if proc.poll() is not None else "no answer"
         prod = MlflowClient(settings.tracking_uri).get_model_version_by_alias("churn-model", "prod").version
-        assert answer["version"] == prod and len(answer["predictions"]) == 5
+        assert answer["version"] == str(prod) and len(answer["predictions"]) == 5
     finally:
         proc.terminate(); proc.wait(timeout=30)
 
