@@ -48,7 +48,7 @@ def _select(chapters: list[Path], names: list[str]) -> list[Path]:
         chosen += [h for h in hits if h not in chosen]
     return chosen
 
-# %% ../nbs/14_cli.ipynb #a6cfcc35
+# %% ../nbs/14_cli.ipynb #8553476c
 def cmd_chapters(args) -> int:
     "Execute chapter notebooks in a real kernel and show a table of results."
     from mlops_course.notebooks import execute_notebooks, find_chapters
@@ -115,6 +115,8 @@ def cmd_status(args) -> int:
 
 def cmd_ui(args) -> int:
     "Start the MLflow UI for the workbench's tracking store, on 127.0.0.1 unless told otherwise."
+    import os
+    import signal
     import subprocess
     settings = _settings(args)
     uri = settings.tracking_uri
@@ -122,7 +124,19 @@ def cmd_ui(args) -> int:
         print(f"The tracking store is a server: open {uri} in a browser."); return 0
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    return subprocess.call(cmd)
+    # `mlflow ui` starts a web server and job workers of its own: run them in their own process group, and stop the group
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    def _stop(*_): raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try: return proc.wait()
+    except KeyboardInterrupt:
+        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try: os.killpg(proc.pid, sig)
+            except ProcessLookupError: break
+            try: proc.wait(timeout=grace); break
+            except subprocess.TimeoutExpired: pass
+        return 0
+    finally: signal.signal(signal.SIGTERM, previous)
 
 def cmd_exercises(args) -> int:
     "Write the student copies of the chapters, with solutions stripped."

@@ -147,6 +147,7 @@ def test_ui_serves_the_store_on_loopback(course):
     _, env, settings = course
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    before = mlflow_processes()
     proc = subprocess.Popen([str(BIN/"mlops-course"), "ui", "--port", str(port)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -159,6 +160,16 @@ def test_ui_serves_the_store_on_loopback(course):
         assert body and body["experiment"]["name"] == settings.experiment
     finally:
         proc.terminate(); proc.wait(timeout=30)
+    # MLflow's web server and job workers went with it
+    left, deadline = mlflow_processes() - before, time.time() + 15
+    while left and time.time() < deadline: time.sleep(0.5); left = mlflow_processes() - before
+    assert not left, f"processes of the MLflow UI still running: {left}"
+
+
+def mlflow_processes() -> set[str]:
+    r = subprocess.run(["pgrep", "-f", "-a", "--", "mlflow"], capture_output=True, text=True)
+    assert r.returncode in (0, 1), r.stderr
+    return {line for line in r.stdout.splitlines() if "pgrep" not in line}
 
 
 def test_each_step_notebook_runs_alone_with_its_defaults(tmp_path, monkeypatch):
