@@ -196,7 +196,9 @@ def test_independent_steps_run_in_parallel(demo):
 def test_interrupt_ends_every_run_as_killed(demo, sig):
     folder, settings, env = demo
     spec = write_spec(folder, "steps:\n  nap: {notebook: sleep.ipynb, parameters: {seconds: 120}}\n  after: {notebook: echo.ipynb, upstream: [nap], outputs: {value_path: v.txt}}\n")
-    proc = subprocess.Popen([str(BIN/"mlops-course"), "run", str(spec)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # as at a terminal: a suite started in the background (`make test &`) inherits SIGINT ignored, and so would the runner
+    proc = subprocess.Popen([str(BIN/"mlops-course"), "run", str(spec)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not list((settings.work_dir/"pipelines").rglob("nap/nap.ipynb")) and time.time() < deadline: time.sleep(0.2)
     time.sleep(3)  # the kernel is running the 120 s cell now
