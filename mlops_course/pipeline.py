@@ -523,7 +523,7 @@ def _to_html(nb_path: Path) -> Path | None:
     with atomic_path(out) as tmp: tmp.write_text(body, encoding="utf-8")
     return out
 
-# %% ../nbs/03_environments.ipynb #3d454a80
+# %% ../nbs/03_environments.ipynb #963fbba6
 _TERMINAL = {"ok": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
 @dataclass
@@ -546,9 +546,12 @@ class _Context:
     state_lock: threading.Lock = field(default_factory=threading.Lock)
 
 def _record_data(t: _Tracker, run_id: str, kind: str, hashes: dict, paths: dict) -> None:
+    "Record a step's files on its run: a searchable tag per file and a data version (an MLflow dataset input with path, rows, schema)."
     from mlflow.entities import RunTag
-    t.log_batch(run_id, tags=[RunTag(f"data.{kind}.{k}.sha256", h) for k, h in hashes.items() if h])
-    t.log_dict(run_id, {k: {"path": str(paths[k]), "sha256": h} for k, h in hashes.items()}, f"data/{kind}s.json")
+    from mlops_course.versioning import file_version, log_data_versions
+    hashes = {k: h for k, h in hashes.items() if h}
+    t.log_batch(run_id, tags=[RunTag(f"data.{kind}.{k}.sha256", h) for k, h in hashes.items()])
+    log_data_versions(t, run_id, {k: file_version(paths[k], sha256=h) for k, h in hashes.items()}, kind)
 
 def _cached_result(step: Step, entry: dict, run_id: str | None = None, seconds: float = 0.0, metrics: dict | None = None) -> StepResult:
     nb = Path(entry["notebook"]) if entry.get("notebook") else None

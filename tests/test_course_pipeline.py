@@ -16,6 +16,7 @@ from mlops_course.data import make_churn, write_table
 from mlops_course.notebooks import execute_notebook
 from mlops_course.pipeline import load_spec, notebook_parameters
 from mlops_course.registry import lineage, training_data
+from mlops_course.versioning import plot_lineage
 from conftest import BIN, ROOT, run_cli
 
 PIPELINE = ROOT/"nbs"/"pipeline"
@@ -82,6 +83,13 @@ def test_lineage_says_which_data_trained_the_production_model(course):
     lin = lineage("churn-model", alias="prod", tracking_uri=settings.tracking_uri)
     assert list(lin.steps.step) == ["ingest", "validate", "prepare", "train", "evaluate", "register"]
     assert ("train", "evaluate") in lin.edges and "deploy" not in set(lin.steps.step)
+    prod = lin.deployments.set_index("alias").loc["prod"]  # ... and where that version is deployed, since when
+    assert prod.promoted_at and json.loads((data/"deployment.json").read_text())["version"] == lin.version
+    ingest = lin.data[(lin.data.step == "ingest") & (lin.data.direction == "output")].iloc[0]
+    assert ingest["rows"] == len(pd.read_parquet(data/"raw.parquet")) and ingest["digest"] == ingest["sha256"][:32]
+    fig = plot_lineage(lin)
+    labels = [t.get_text().split("\n")[0] for t in fig.axes[0].texts if t.get_text()]
+    assert labels[labels.index("churn-model") + 1:] == [f"@{a}" for a in lin.aliases] and "prod" in lin.aliases and "train.parquet" in labels
 
 
 def test_the_production_model_answers_curl(course):

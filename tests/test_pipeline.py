@@ -12,6 +12,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from mlops_course.config import load_settings
 from mlops_course.core import WorkbenchError, file_sha256
+from mlops_course.versioning import run_data_versions
 from mlops_course.pipeline import load_spec, run_pipeline
 from conftest import BIN, ROOT, run_cli
 
@@ -92,6 +93,9 @@ def test_runs_params_metrics_artifacts_and_data_versions(demo):
     assert total.data.tags["data.input.numbers_path.sha256"] == file_sha256(numbers)
     assert total.data.tags["data.output.total_path.sha256"] == file_sha256(out)
     assert steps["gate"].data.tags["data.input.flag_path.sha256"] == file_sha256(folder/"flag.txt")
+    versions = run_data_versions(total).set_index("name")  # the same versions as MLflow dataset inputs, with their paths
+    assert versions.loc["numbers_path", ["direction", "sha256", "path"]].tolist() == ["input", file_sha256(numbers), str(numbers)]
+    assert versions.loc["total_path", ["direction", "sha256", "path"]].tolist() == ["output", file_sha256(out), str(out)]
     arts = {a.path for a in client.list_artifacts(total.info.run_id, "notebook")} | {a.path for a in client.list_artifacts(total.info.run_id, "figures")}
     assert arts == {"notebook/total.ipynb", "notebook/total.html", "figures/total.png"}
     assert "mlops_course.version" in total.data.tags
