@@ -15,12 +15,10 @@ Usage: .venv/bin/python bench/serving.py [--clients 4] [--requests 400] [--batch
 import argparse
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor

@@ -15,6 +15,15 @@ def run_cli(*args, env=None, cwd=ROOT, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def raises(call, *fragments):
+    "The call raises a WorkbenchError whose message holds every fragment; return the message."
+    from mlops_course.core import WorkbenchError
+    with pytest.raises(WorkbenchError) as info: call()
+    msg = str(info.value)
+    for f in fragments: assert f in msg, (f, msg)
+    return msg
+
+
 @pytest.fixture
 def work_env(tmp_path):
     "An environment whose work dir is a fresh temporary folder (nothing lands in the repo)."

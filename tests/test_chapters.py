@@ -7,7 +7,6 @@ itself is exercised on two chapters and on a broken one."""
 import shutil
 
 import nbformat
-import pytest
 
 from mlops_course.exercises import SOLUTION_BEGIN, collect_checks
 from mlops_course.notebooks import execute_notebooks, find_chapters

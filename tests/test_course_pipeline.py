@@ -145,10 +145,19 @@ def test_validate_blocks_a_corrupted_batch(course, tmp_path):
     write_table(bad, tmp_path/"corrupted.csv")
     r = run_cli("run", *SMALL, "-p", f"ingest.source={tmp_path/'corrupted.csv'}", env=env)
     assert r.returncode == 1
-    assert "data contract broken" in r.stdout and "range age" in r.stdout and "lifetime" in r.stdout
+    assert "DataContractError: data contract 'churn' broken" in r.stdout and "2 of 47 checks failed on 2,000 rows" in r.stdout
+    assert "in_range(18, 90) on age (10 rows, e.g. 250)" in r.stdout and "on contract (10 rows, e.g. 'lifetime')" in r.stdout
     for step in ["prepare", "train", "evaluate", "register", "gate", "deploy", "monitor"]:
         assert f"{step}" in r.stdout
     assert r.stdout.count("skipped: upstream step 'validate' failed") == 1 and "skipped" in r.stdout
+    # the failed validate run holds the report and the metrics
+    client = MlflowClient(settings.tracking_uri)
+    exp = client.get_experiment_by_name(settings.experiment)
+    run = client.search_runs([exp.experiment_id], "attributes.run_name = 'validate' and attributes.status = 'FAILED'",
+                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert run.data.metrics["checks_failed"] == 2 and run.data.metrics["rows"] == 2000
+    page = client.download_artifacts(run.info.run_id, "artifacts/contract_report.html", str(tmp_path))
+    assert "&#x27;lifetime&#x27;" in open(page, encoding="utf-8").read()
 
 
 def test_ui_serves_the_store_on_loopback(course):

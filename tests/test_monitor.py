@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mlops_course.core import WorkbenchError
+from conftest import raises
 from mlops_course.monitor import (COLUMNS, THRESHOLDS, drift_table, monitoring_html, performance_decay, plot_distributions,
                                   plot_drift_history, prediction_drift, retrain_decision)
 
@@ -17,14 +17,6 @@ def batches(n_ref=2_000, n_cur=1_500, shift=0.0, seed=0):
                              "plan": pd.Categorical(rng.choice(["basic", "plus", "pro"], n, p=[0.5 - s / 4, 0.3, 0.2 + s / 4])),
                              "city": rng.choice(["rio", "sp", "bh"], n).astype(object)})
     return one(n_ref, 0.0), one(n_cur, shift)
-
-
-def raises(call, *fragments):
-    "The call raises a WorkbenchError whose message holds every fragment; return the message."
-    with pytest.raises(WorkbenchError) as info: call()
-    msg = str(info.value)
-    for f in fragments: assert f in msg, (f, msg)
-    return msg
 
 
 # ---- bad input: a clear error naming the column/batch, or a defined result with a note ----
