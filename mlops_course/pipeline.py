@@ -26,9 +26,9 @@ from .notebooks import cwd_kernel_manager, execute_notebook
 
 # %% auto #0
 __all__ = ['ENVIRONMENTS', 'NAME_RE', 'SPEC_KEYS', 'STEP_KEYS', 'STEP_LOG', 'STEP_RUN_ENV', 'STATUS_COLOURS',
-           'notebook_parameters', 'Step', 'Spec', 'parse_overrides', 'load_spec', 'data_path', 'log_metrics',
-           'log_params', 'log_figure', 'step_tracking_uri', 'tracking_client', 'log_text', 'tracked_run', 'StepResult',
-           'PipelineResult', 'run_pipeline', 'plot_dag', 'write_report', 'pipeline_runs']
+           'notebook_parameters', 'Step', 'Spec', 'parse_overrides', 'read_yaml', 'load_spec', 'data_path',
+           'log_metrics', 'log_params', 'log_figure', 'step_tracking_uri', 'tracking_client', 'log_text', 'tracked_run',
+           'StepResult', 'PipelineResult', 'run_pipeline', 'plot_dag', 'write_report', 'pipeline_runs']
 
 # %% ../nbs/03_environments.ipynb #96d38053
 ENVIRONMENTS = ("data", "dev", "preprod", "prod")
@@ -154,21 +154,28 @@ def _order(steps: dict[str, dict], upstream: dict[str, list[str]], where: str) -
     for n in steps: visit(n, [])
     return order
 
-# %% ../nbs/03_environments.ipynb #c2f8c490
+# %% ../nbs/03_environments.ipynb #710ea808
+def read_yaml(
+    path: Path,  # the YAML file
+    what: str = "file",  # what it is, for errors ("pipeline spec", "grid file")
+):
+    "A YAML file's content; a clear error naming the file (and the line) when it is missing or not valid YAML."
+    import yaml
+    if not path.is_file(): raise WorkbenchError(f"{what} '{path}' does not exist")
+    try: return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise WorkbenchError(f"{path}" + (f", line {mark.line + 1}" if mark else "") + f": not valid YAML: {getattr(e, 'problem', None) or e}") from e
+
 def load_spec(
     path: str | os.PathLike | None = None,  # the YAML spec (default: pipeline_spec from the settings)
     overrides: dict | Iterable[str] = (),  # from `parse_overrides`, or its "step.param=value" strings
     settings: Settings | None = None,  # default: `load_settings()`
 ) -> Spec:
     "Read and validate a pipeline spec; nothing runs."
-    import yaml
     settings = settings or load_settings()
     path = Path(path or settings.pipeline_spec).expanduser().resolve()
-    if not path.is_file(): raise WorkbenchError(f"pipeline spec '{path}' does not exist")
-    try: raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise WorkbenchError(f"{path}" + (f", line {mark.line + 1}" if mark else "") + f": not valid YAML: {getattr(e, 'problem', None) or e}") from e
+    raw = read_yaml(path, "pipeline spec")
     spec_where = str(path)
     raw = _mapping(raw, spec_where)
     _unknown(raw, SPEC_KEYS, spec_where)
@@ -251,7 +258,7 @@ def load_spec(
                      tuple(upstream_of[n]), parsed[n]["timeout"], str(parsed[n]["raw"].get("description", ""))) for n in order}
     return Spec(name, path, steps, data_dir, str(raw.get("description", "")))
 
-# %% ../nbs/03_environments.ipynb #262e129d
+# %% ../nbs/03_environments.ipynb #774ad2e1
 STEP_LOG = "step-log.jsonl"  # what log_metrics/log_params write in the step's folder under the runner
 
 STEP_RUN_ENV = "MLOPS_COURSE_STEP_RUN"  # the step's MLflow run id, set by the runner (MLflow's own MLFLOW_RUN_ID is removed by mlflow.end_run)
@@ -338,9 +345,11 @@ def tracked_run(
     with mlflow.start_run(run_name=name, experiment_id=exp_id) as run: yield run
 
 def _ensure_experiment(client, name: str, artifacts: Path) -> str:
-    "The id of experiment `name`, created with its artifacts under `artifacts` (MLflow's default is ./mlruns in the current folder)."
+    "The id of experiment `name`; on a local store its artifacts go under `artifacts` (MLflow's default is ./mlruns in the current folder)."
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
+    if exp is not None: return exp.experiment_id
+    served = client.tracking_uri.startswith(("http://", "https://"))  # a tracking server keeps artifacts itself, for every client
+    return client.create_experiment(name, artifact_location=None if served else artifacts.resolve().as_uri())
 
 # %% ../nbs/03_environments.ipynb #3e7e0f88
 def _collect_step_log(t, run_id: str, step_dir: Path) -> None:

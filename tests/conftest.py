@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,11 @@ def run_cli(*args, env=None, cwd=ROOT, timeout=900):
     "Run the real `mlops-course` command; return the completed process (text)."
     return subprocess.run([str(BIN/"mlops-course"), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def sigint_default() -> None:
+    "preexec_fn for a child that must take Ctrl-C as at a terminal: a suite started in the background inherits SIGINT ignored."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def raises(call, *fragments):

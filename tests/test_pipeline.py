@@ -14,7 +14,7 @@ from mlops_course.config import load_settings
 from mlops_course.core import WorkbenchError, file_sha256
 from mlops_course.versioning import run_data_versions
 from mlops_course.pipeline import load_spec, run_pipeline
-from conftest import BIN, ROOT, run_cli
+from conftest import BIN, ROOT, run_cli, sigint_default
 
 NOTEBOOKS = {
     "make": ('n: int = 5  # how many\nout_path: str = "numbers.txt"  # output',
@@ -202,7 +202,7 @@ def test_interrupt_ends_every_run_as_killed(demo, sig):
     spec = write_spec(folder, "steps:\n  nap: {notebook: sleep.ipynb, parameters: {seconds: 120}}\n  after: {notebook: echo.ipynb, upstream: [nap], outputs: {value_path: v.txt}}\n")
     # as at a terminal: a suite started in the background (`make test &`) inherits SIGINT ignored, and so would the runner
     proc = subprocess.Popen([str(BIN/"mlops-course"), "run", str(spec)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            text=True, preexec_fn=sigint_default)
     deadline = time.time() + 60
     while not list((settings.work_dir/"pipelines").rglob("nap/nap.ipynb")) and time.time() < deadline: time.sleep(0.2)
     time.sleep(3)  # the kernel is running the 120 s cell now
