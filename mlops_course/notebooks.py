@@ -15,7 +15,8 @@ from pathlib import Path
 from .core import WorkbenchError
 
 # %% auto #0
-__all__ = ['CHAPTER_RE', 'find_chapters', 'NotebookRun', 'cwd_kernel_manager', 'execute_notebook', 'execute_notebooks']
+__all__ = ['CHAPTER_RE', 'find_chapters', 'NotebookRun', 'cwd_kernel_manager', 'execute_notebook', 'write_notebook',
+           'execute_notebooks']
 
 # %% ../nbs/00_notebooks.ipynb #d1448479
 CHAPTER_RE = re.compile(r"^\d\d[a-z]?_.+\.ipynb$")
@@ -96,6 +97,20 @@ def execute_notebook(
         cell = _failed_cell(output) if output.exists() else None
     if log.exists() and log.stat().st_size == 0: log.unlink()
     return NotebookRun(notebook, output, status, time.monotonic() - start, error, cell)
+
+# %% ../nbs/00_notebooks.ipynb #667be48f
+def write_notebook(
+    path: str | os.PathLike,  # where to write it
+    parameters: str | None,  # the source of a first cell tagged `parameters`, e.g. "n: int = 3  # how many"; None: no such cell
+    *cells: str,  # the sources of the code cells that follow, in order
+) -> Path:
+    "Write a small Python notebook of code cells, with a `parameters` cell first when given; return its path."
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    first = [] if parameters is None else [new_code_cell(parameters, metadata={"tags": ["parameters"]})]
+    kernelspec = {"name": "python3", "display_name": "python3", "language": "python"}
+    nbformat.write(new_notebook(cells=first + [new_code_cell(c) for c in cells], metadata={"kernelspec": kernelspec}), path)
+    return Path(path)
 
 # %% ../nbs/00_notebooks.ipynb #980d8fa4
 def execute_notebooks(

@@ -6,23 +6,13 @@ import socket
 import subprocess
 import time
 
-import nbformat
 import pytest
 from mlflow.tracking import MlflowClient
-from nbformat.v4 import new_code_cell, new_notebook
 
 from mlops_course.batch import Job, load_grid, make_jobs, run_batch, stop_workers
 from mlops_course.config import load_settings
+from mlops_course.notebooks import write_notebook
 from conftest import BIN, ROOT, raises, run_cli, sigint_default
-
-KERNELSPEC = {"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}}
-
-
-def write_nb(path, params, body):
-    cell = new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nbformat.write(new_notebook(cells=[cell, new_code_cell(body)], metadata=KERNELSPEC), path)
-    return path
 
 
 SWEEP = ("lr: float = 0.1  # learning rate\nsteps: int = 3  # steps",
@@ -65,7 +55,7 @@ def batch_run_id(stdout):
 
 def test_sweep_from_a_grid_file_through_the_cli(setup):
     folder, settings, env = setup
-    nb = write_nb(folder/"descent.ipynb", *SWEEP)
+    nb = write_notebook(folder/"descent.ipynb", *SWEEP)
     (folder/"grid.yaml").write_text("grid:\n  lr: [0.05, 0.25, 0.5]\n  steps: [1, 4]\nsets:\n  - {lr: 1.1, steps: 2}\n")
     r = run_cli("batch", nb, "--grid", folder/"grid.yaml", "--workers", "2", "--out", folder/"out", "--name", "sweep", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -97,11 +87,11 @@ def test_sweep_from_a_grid_file_through_the_cli(setup):
 
 def test_failures_are_contained_dead_kernels_retried_and_only_failed_reuses(setup):
     folder, settings, env = setup
-    good = write_nb(folder/"good.ipynb", *SWEEP)
-    shaky = write_nb(folder/"shaky.ipynb", "marker: str = 'x'  # first attempt dies",
+    good = write_notebook(folder/"good.ipynb", *SWEEP)
+    shaky = write_notebook(folder/"shaky.ipynb", "marker: str = 'x'  # first attempt dies",
                      "import os, pathlib\nif not pathlib.Path(marker).exists():\n    pathlib.Path(marker).touch(); os._exit(1)\nx = 1")
-    bad = write_nb(folder/"bad.ipynb", "n: int = 1  # anything", "y = n + 1\nraise ValueError(f'broken notebook {n}')")
-    slow = write_nb(folder/"slow.ipynb", "s: float = 60  # seconds", "import time\ntime.sleep(s)")
+    bad = write_notebook(folder/"bad.ipynb", "n: int = 1  # anything", "y = n + 1\nraise ValueError(f'broken notebook {n}')")
+    slow = write_notebook(folder/"slow.ipynb", "s: float = 60  # seconds", "import time\ntime.sleep(s)")
     jobs = (make_jobs([good], [{"lr": 0.1}, {"lr": 0.2}]) + make_jobs([shaky], [{"marker": str(folder/"marker")}])
             + make_jobs([bad]) + [Job("slow", slow)])
     seen = []
@@ -122,8 +112,8 @@ def test_failures_are_contained_dead_kernels_retried_and_only_failed_reuses(setu
     assert list(table["status"]) == ["ok", "ok", "ok", "failed", "timeout"] and table.loc[3, "error"].startswith("In [2]: ValueError")
 
     # fix the broken notebook; re-run only what failed, from the CLI, with the batch's own jobs
-    write_nb(bad, "n: int = 1  # anything", "y = n + 1")
-    write_nb(slow, "s: float = 60  # seconds", "s = 0")
+    write_notebook(bad, "n: int = 1  # anything", "y = n + 1")
+    write_notebook(slow, "s: float = 60  # seconds", "s = 0")
     r = run_cli("batch", "--only-failed", result.run_id, "--out", folder/"second", "--name", "again", "--cold-kernels", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     parent2, kids2 = runs_of(settings, batch_run_id(r.stdout))
@@ -137,7 +127,7 @@ def test_failures_are_contained_dead_kernels_retried_and_only_failed_reuses(setu
 
 def test_bad_parameters_are_refused_before_anything_runs(setup):
     folder, settings, env = setup
-    nb = write_nb(folder/"descent.ipynb", *SWEEP)
+    nb = write_notebook(folder/"descent.ipynb", *SWEEP)
     (folder/"typo.yaml").write_text("grid:\n  lr: [0.1]\n  stpes: [1, 2]\n")
     (folder/"key.yaml").write_text("grdi:\n  lr: [0.1]\n")
     cases = [(["-p", "learning_rate=0.1"], ["descent.ipynb", "'learning_rate'", "lr, steps"]),
@@ -160,7 +150,7 @@ def test_bad_parameters_are_refused_before_anything_runs(setup):
 
 def test_ctrl_c_kills_the_kernels_and_leaves_no_run_running(setup):
     folder, settings, env = setup
-    nb = write_nb(folder/"sleepy.ipynb", "s: float = 120  # seconds",
+    nb = write_notebook(folder/"sleepy.ipynb", "s: float = 120  # seconds",
                   "import os, time\nopen('pid.txt', 'w').write(str(os.getpid()))\ntime.sleep(s)")
     proc = subprocess.Popen([str(BIN/"mlops-course"), "batch", nb, "-p", "s=120", "--out", folder/"out", "--workers", "1"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
@@ -191,7 +181,7 @@ def free_port():
 
 def test_a_batch_on_a_real_dask_cluster(setup):
     folder, settings, env = setup
-    nb = write_nb(folder/"descent.ipynb", *SWEEP)
+    nb = write_notebook(folder/"descent.ipynb", *SWEEP)
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask_env = dict(env)

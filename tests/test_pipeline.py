@@ -8,12 +8,12 @@ import time
 import nbformat
 import pytest
 from mlflow.tracking import MlflowClient
-from nbformat.v4 import new_code_cell, new_notebook
 
 from mlops_course.config import load_settings
 from mlops_course.core import WorkbenchError, file_sha256
 from mlops_course.versioning import run_data_versions
 from mlops_course.pipeline import load_spec, run_pipeline
+from mlops_course.notebooks import write_notebook
 from conftest import BIN, ROOT, run_cli, sigint_default
 
 NOTEBOOKS = {
@@ -39,11 +39,7 @@ NOTEBOOKS = {
 
 @pytest.fixture
 def demo(tmp_path):
-    for name, (params, body) in NOTEBOOKS.items():
-        cell = new_code_cell(params)
-        cell.metadata["tags"] = ["parameters"]
-        nbformat.write(new_notebook(cells=[cell, new_code_cell(body)], metadata={"kernelspec": {
-            "name": "python3", "display_name": "python3", "language": "python"}}), tmp_path/f"{name}.ipynb")
+    for name, (params, body) in NOTEBOOKS.items(): write_notebook(tmp_path/f"{name}.ipynb", params, body)
     (tmp_path/"flag.txt").write_text("ok")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_COURSE_") and k != "MLFLOW_TRACKING_URI"}
     env["MLOPS_COURSE_WORK_DIR"] = str(tmp_path/"work")

@@ -9,13 +9,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import psutil
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from mlops_course.config import SERVER_DEFAULTS, SERVER_SECTION
 from mlops_course.server import free_port, local_postgres, postgres_bin_dir
+from mlops_course.notebooks import write_notebook
 from conftest import BIN, ROOT, run_cli, sigint_default
 
 needs_postgres = pytest.mark.skipif(postgres_bin_dir() is None, reason="PostgreSQL's server programs (initdb, pg_ctl) are not installed: "
@@ -129,10 +128,7 @@ def test_many_writers_at_once_on_postgres_nothing_lost_nothing_left(tmp_path):
             student_env["MLOPS_COURSE_EXPERIMENT"] = "classroom-batch"
             writers = [subprocess.Popen([sys.executable, "-c", WRITER, name, "10"], env=student_env, cwd=tmp_path,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("ana", "bruno")]
-            param, body = SWEEP
-            cell = new_code_cell(param); cell.metadata["tags"] = ["parameters"]
-            nbformat.write(new_notebook(cells=[cell, new_code_cell(body)], metadata={"kernelspec": {
-                "name": "python3", "display_name": "python3", "language": "python"}}), tmp_path/"sweep.ipynb")
+            write_notebook(tmp_path/"sweep.ipynb", *SWEEP)
             (tmp_path/"grid.yaml").write_text("grid:\n  x: [1, 2, 3, 4, 5, 6, 7, 8]\n")
             batch = run_cli("batch", tmp_path/"sweep.ipynb", "--grid", tmp_path/"grid.yaml", "--workers", "3", "--out", tmp_path/"batch",
                             env=student_env, timeout=300)
