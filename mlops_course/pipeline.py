@@ -258,7 +258,7 @@ def load_spec(
                      tuple(upstream_of[n]), parsed[n]["timeout"], str(parsed[n]["raw"].get("description", ""))) for n in order}
     return Spec(name, path, steps, data_dir, str(raw.get("description", "")))
 
-# %% ../nbs/03_environments.ipynb #774ad2e1
+# %% ../nbs/03_environments.ipynb #00698503
 STEP_LOG = "step-log.jsonl"  # what log_metrics/log_params write in the step's folder under the runner
 
 STEP_RUN_ENV = "MLOPS_COURSE_STEP_RUN"  # the step's MLflow run id, set by the runner (MLflow's own MLFLOW_RUN_ID is removed by mlflow.end_run)
@@ -345,11 +345,15 @@ def tracked_run(
     with mlflow.start_run(run_name=name, experiment_id=exp_id) as run: yield run
 
 def _ensure_experiment(client, name: str, artifacts: Path) -> str:
-    "The id of experiment `name`; on a local store its artifacts go under `artifacts` (MLflow's default is ./mlruns in the current folder)."
+    "The id of experiment `name`, created if missing, also when other processes create it at the same moment; on a local store its artifacts go under `artifacts` (MLflow's default is ./mlruns in the current folder)."
+    from mlflow.exceptions import MlflowException
     exp = client.get_experiment_by_name(name)
     if exp is not None: return exp.experiment_id
     served = client.tracking_uri.startswith(("http://", "https://"))  # a tracking server keeps artifacts itself, for every client
-    return client.create_experiment(name, artifact_location=None if served else artifacts.resolve().as_uri())
+    try: return client.create_experiment(name, artifact_location=None if served else artifacts.resolve().as_uri())
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS": raise
+        return client.get_experiment_by_name(name).experiment_id  # another process created it between our two calls
 
 # %% ../nbs/03_environments.ipynb #3e7e0f88
 def _collect_step_log(t, run_id: str, step_dir: Path) -> None:

@@ -14,7 +14,8 @@ from .config import load_settings
 from .core import WorkbenchError
 
 # %% auto #0
-__all__ = ['BASE_COLUMNS', 'runs_table', 'best_run', 'compare_runs', 'plot_parallel_coordinates', 'plot_param_vs_metric']
+__all__ = ['BASE_COLUMNS', 'runs_table', 'best_run', 'compare_runs', 'plot_parallel_coordinates', 'plot_param_vs_metric',
+           'use_experiment']
 
 # %% ../nbs/04c_experiment_tracking.ipynb #25e0ff5e
 def _client(tracking_uri: str | None):
@@ -232,3 +233,17 @@ def plot_param_vs_metric(
     if gcol: ax.legend(title=_short(gcol), fontsize=8)
     ax.set_xlabel(_short(xcol)); ax.set_ylabel(_short(mcol)); ax.grid(alpha=0.3)
     return fig
+
+# %% ../nbs/04c_experiment_tracking.ipynb #1aa6fceb
+def use_experiment(
+    name: str | None = None,  # default: `experiment` of settings.ini
+    tracking_uri: str | None = None,  # default: the workbench's store (settings.ini / MLFLOW_TRACKING_URI)
+) -> str:
+    "Make experiment `name` the active one for `mlflow.start_run`, creating it if needed, safely when many processes do it at once; return its id."
+    import mlflow
+    from mlops_course.pipeline import _ensure_experiment
+    settings, client = load_settings(), _client(tracking_uri)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    exp_id = _ensure_experiment(client, name or settings.experiment, settings.work_dir/"mlartifacts")
+    mlflow.set_experiment(experiment_id=exp_id)  # a deleted experiment is refused here, by name
+    return exp_id

@@ -23,8 +23,9 @@ needs_postgres = pytest.mark.skipif(postgres_bin_dir() is None, reason="PostgreS
 # a student's process: N runs, each with a parameter, a metric and an artifact uploaded through the server
 WRITER = r'''
 import sys, mlflow
+from mlops_course.tracking import use_experiment
 name, n = sys.argv[1], int(sys.argv[2])
-mlflow.set_experiment("classroom-writers")
+use_experiment("classroom-writers")  # both students create it at the same moment
 for i in range(n):
     with mlflow.start_run(run_name=f"{name}-{i}"):
         mlflow.set_tag("student", name)
@@ -32,6 +33,8 @@ for i in range(n):
         mlflow.log_metric("score", i / 10)
         mlflow.log_text(f"{name} {i}", "note.txt")
 '''
+
+STUDENTS, RUNS_EACH = ("ana", "bruno", "carla", "davi"), 5  # all four create the experiment at the same moment
 
 SWEEP = ("x: int = 1  # the swept parameter",
          "from mlops_course.pipeline import log_metrics, log_text\nlog_metrics(square=x * x)\nlog_text(f'x = {x}', 'note.txt')")
@@ -104,7 +107,7 @@ def test_a_taken_port_and_an_unreachable_database_are_one_clear_line(tmp_path):
 
 @needs_postgres
 def test_many_writers_at_once_on_postgres_nothing_lost_nothing_left(tmp_path):
-    "A real PostgreSQL, the real `mlops-course server` on it, a batch with 3 workers and 2 student processes writing at once."
+    "A real PostgreSQL, the real `mlops-course server` on it, a batch with 3 workers and 4 student processes writing at once."
     from mlflow.tracking import MlflowClient
     pg = local_postgres()
     try:
@@ -126,8 +129,8 @@ def test_many_writers_at_once_on_postgres_nothing_lost_nothing_left(tmp_path):
             student_env = {k: v for k, v in env.items() if not k.startswith(("MLOPS_COURSE_SERVER_", "PG"))}
             student_env["MLFLOW_TRACKING_URI"] = url
             student_env["MLOPS_COURSE_EXPERIMENT"] = "classroom-batch"
-            writers = [subprocess.Popen([sys.executable, "-c", WRITER, name, "10"], env=student_env, cwd=tmp_path,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("ana", "bruno")]
+            writers = [subprocess.Popen([sys.executable, "-c", WRITER, name, str(RUNS_EACH)], env=student_env, cwd=tmp_path,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in STUDENTS]
             write_notebook(tmp_path/"sweep.ipynb", *SWEEP)
             (tmp_path/"grid.yaml").write_text("grid:\n  x: [1, 2, 3, 4, 5, 6, 7, 8]\n")
             batch = run_cli("batch", tmp_path/"sweep.ipynb", "--grid", tmp_path/"grid.yaml", "--workers", "3", "--out", tmp_path/"batch",
@@ -139,11 +142,12 @@ def test_many_writers_at_once_on_postgres_nothing_lost_nothing_left(tmp_path):
 
             client = MlflowClient(url)
             runs = client.search_runs([client.get_experiment_by_name("classroom-writers").experiment_id], max_results=1000)
-            assert sorted(r.info.run_name for r in runs) == sorted(f"{n}-{i}" for n in ("ana", "bruno") for i in range(10))  # zero lost
+            assert sorted(r.info.run_name for r in runs) == sorted(f"{n}-{i}" for n in STUDENTS for i in range(RUNS_EACH))  # zero lost
             assert {r.info.status for r in runs} == {"FINISHED"}  # zero stuck in RUNNING
+            assert client.search_runs(["0"]) == []  # none went astray to the Default experiment
             assert all(r.data.metrics["score"] == int(r.data.params["i"]) / 10 for r in runs)
             notes = sorted(p.read_text() for p in (tmp_path/"artifacts").rglob("note.txt"))
-            expected = [f"{n} {i}" for n in ("ana", "bruno") for i in range(10)] + [f"x = {x}" for x in range(1, 9)]
+            expected = [f"{n} {i}" for n in STUDENTS for i in range(RUNS_EACH)] + [f"x = {x}" for x in range(1, 9)]
             assert notes == sorted(expected)  # the writers' and the batch's, uploaded through the server, to its folder
             exp = client.get_experiment_by_name("classroom-batch").experiment_id
             runs = client.search_runs([exp], max_results=1000)

@@ -8,7 +8,9 @@ import pytest
 from mlops_course.core import WorkbenchError
 from mlops_course.scaling import (amdahl_fraction, amdahl_speedup, default_n_jobs, inference_scaling, plot_scaling, time_call,
                                   training_scaling)
-from mlops_course.tracking import BASE_COLUMNS, best_run, compare_runs, plot_parallel_coordinates, plot_param_vs_metric, runs_table
+from mlops_course.pipeline import _ensure_experiment
+from mlops_course.tracking import (BASE_COLUMNS, best_run, compare_runs, plot_parallel_coordinates, plot_param_vs_metric, runs_table,
+                                   use_experiment)
 
 RUNS = [  # name, params, metrics, tags, final status (None: still running)
     ("lr-small", {"algorithm": "lr", "C": "0.1"}, {"auc": 0.70, "loss": 0.6}, {"team": "a"}, "FINISHED"),
@@ -99,6 +101,40 @@ def test_the_default_store_is_the_workbench_setting(store, monkeypatch, tmp_path
     monkeypatch.setenv("MLOPS_COURSE_WORK_DIR", str(tmp_path/"work"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert set(runs_table("sweep")["run_id"]) == set(ids.values())
+
+
+# --- use_experiment -------------------------------------------------------------
+
+def test_use_experiment_makes_the_settings_experiment_active_and_finds_it_again(monkeypatch, tmp_path):
+    import mlflow
+    monkeypatch.setenv("MLOPS_COURSE_WORK_DIR", str(tmp_path/"work"))
+    monkeypatch.setenv("MLOPS_COURSE_EXPERIMENT", "class-of-2026")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    exp = use_experiment()
+    with mlflow.start_run() as run: mlflow.log_text("hi", "note.txt")
+    assert run.info.experiment_id == exp == use_experiment("class-of-2026")  # found, not made twice
+    assert (tmp_path/"work"/"mlartifacts"/run.info.run_id/"artifacts"/"note.txt").read_text() == "hi"  # artifacts in the work dir
+    mlflow.MlflowClient().delete_experiment(exp)
+    with pytest.raises(Exception, match="deleted experiment 'class-of-2026'"): use_experiment()
+
+
+def test_losing_the_race_to_create_an_experiment_takes_the_winners(tmp_path):
+    "Two processes look the name up, both find nothing, both create: the loser must use the winner's experiment (MLflow 3.17's set_experiment does not)."
+    from mlflow.tracking import MlflowClient
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    class LookedUpTooEarly(MlflowClient):  # its lookup ran just before the other process created the experiment
+        looked = False
+        def get_experiment_by_name(self, name):
+            if not self.looked:
+                self.looked = True
+                return None
+            return super().get_experiment_by_name(name)
+
+    winner = MlflowClient(uri).create_experiment("class", artifact_location=(tmp_path/"a").as_uri())
+    assert _ensure_experiment(LookedUpTooEarly(uri), "class", tmp_path/"a") == winner
+    with pytest.raises(Exception, match="Invalid experiment name"):  # other errors still surface
+        _ensure_experiment(MlflowClient(uri), "", tmp_path/"a")
 
 
 # --- best_run and compare_runs -----------------------------------------------
