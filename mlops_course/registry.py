@@ -18,13 +18,14 @@ from .core import WorkbenchError
 __all__ = ['registry_client', 'log_model', 'model_versions', 'version_for', 'promote', 'rollback', 'Lineage', 'lineage',
            'training_data']
 
-# %% ../nbs/04d_model_registry.ipynb #a731c572
+# %% ../nbs/04d_model_registry.ipynb #8cd56127
 def registry_client(
     tracking_uri: str | None = None,  # an MLflow tracking URI; None: the settings' store
 ):
-    "An MlflowClient on `tracking_uri` for the registry; the process-wide MLflow URI is left alone."
+    "An MlflowClient on `tracking_uri` for runs and the registry both; the process-wide MLflow URIs are left alone."
     from mlflow.tracking import MlflowClient
-    return MlflowClient(tracking_uri or load_settings().tracking_uri)
+    uri = tracking_uri or load_settings().tracking_uri
+    return MlflowClient(uri, registry_uri=uri)  # else a registry URI set earlier in the process would win
 
 def _model(client, name: str):
     "The registered model `name`, or an error that lists the models there are."

@@ -26,7 +26,7 @@ from .core import WorkbenchError, atomic_path
 __all__ = ['ServedModel', 'resolve_model', 'InputError', 'check_rows', 'parse_payload', 'json_rows', 'create_app', 'serve',
            'BackgroundServer', 'batch_score']
 
-# %% ../nbs/04e_deployment.ipynb #51bccb77
+# %% ../nbs/04e_deployment.ipynb #1a3dd365
 @dataclass(frozen=True)
 class ServedModel:
     "A registered model version, loaded and ready to predict, with the columns its signature names."
@@ -58,12 +58,12 @@ def resolve_model(
     from mlops_course.registry import registry_client, version_for
     tracking_uri = tracking_uri or load_settings().tracking_uri
     version = version_for(name, alias, tracking_uri)  # errors name the models and aliases there are
-    mv = registry_client(tracking_uri).get_model_version(name, version)
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri); mlflow.set_registry_uri(tracking_uri)
-    try: pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    client = registry_client(tracking_uri)
+    mv = client.get_model_version(name, version)
+    try:  # by the version's own location: mlflow's process-wide URIs (and the MLFLOW_* variables they set) stay as they were
+        where = mlflow.artifacts.download_artifacts(client.get_model_version_download_uri(name, version), tracking_uri=tracking_uri)
+        pyfunc = mlflow.pyfunc.load_model(where)
     except Exception as e: raise WorkbenchError(f"model '{name}' version {version} (@{alias}) cannot be loaded: {type(e).__name__}: {e}") from e
-    finally: mlflow.set_tracking_uri(before[0]); mlflow.set_registry_uri(before[1])
     columns, optional = _signature_columns(pyfunc, f"model '{name}' version {version}")
     return ServedModel(name=name, version=version, alias=alias, run_id=mv.run_id or "", model=pyfunc,
                        columns=columns, optional=optional, uri=tracking_uri)

@@ -237,3 +237,17 @@ def test_score_bad_file_leaves_nothing(store):
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
     assert "rows 1,001-2,000" in r.stderr and "row 1,500 holds 'forty'" in r.stderr and "'age'" in r.stderr, r.stderr
     assert not [p for p in tmp.iterdir() if "bad_scores" in p.name]
+
+
+def test_loading_a_model_leaves_mlflows_process_wide_uris_alone(store, tmp_path):
+    "resolve_model reads another store than the process's: afterwards the registry still follows the tracking URI, and no MLFLOW_* variable was set for child processes."
+    import mlflow
+    from mlops_course.serve import resolve_model
+    before = mlflow.get_tracking_uri()
+    try:
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mine.db")
+        served = resolve_model(MODEL, "prod", store["env"]["MLFLOW_TRACKING_URI"])
+        assert np.array_equal(np.asarray(served.model.predict(store["X"])), store["model"].predict(store["X"]))
+        mlflow.set_tracking_uri(later := f"sqlite:///{tmp_path}/later.db")
+        assert mlflow.get_registry_uri() == later and "MLFLOW_REGISTRY_URI" not in os.environ
+    finally: mlflow.set_tracking_uri(before)
