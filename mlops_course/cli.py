@@ -170,7 +170,7 @@ def cmd_settings(args) -> int:
 DEFAULT_MODEL = "churn-model"  # the course pipeline's registered model
 
 # modules that bring their own command: each has COMMAND (its name), HELP, configure_parser(parser) and command(args) -> exit code
-COMMAND_MODULES: tuple[str, ...] = ("batch", "grading", "server")
+COMMAND_MODULES: tuple[str, ...] = ("batch", "gates", "grading", "server")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `mlops-course` argument parser."

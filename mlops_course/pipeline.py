@@ -478,7 +478,7 @@ class _Tracker:
                 self.set_terminated(run.info.run_id, "KILLED"); n += 1
         return n
 
-# %% ../nbs/03_environments.ipynb #9ee89405
+# %% ../nbs/03_environments.ipynb #34901a18
 def _kernel_manager_class(env: dict, cwd: Path, name: str, live: dict, cancel: threading.Event):
     "A kernel manager class that starts its kernel in `cwd` with `env` added, registered as live[name]; none starts once cancelled."
     # the kernel's own messages are kept with the step (kernel-stderr.log), not on the terminal
@@ -523,7 +523,8 @@ def _exporter():
 _EXPORTER = None
 
 def _warm_up() -> None:
-    "Import what the side thread and the report need, on the other core, while the MLflow store is opened."
+    "Import what the steps, the side thread and the report need, on the other core, while the MLflow store is opened."
+    import papermill  # noqa: F401  (first: nbconvert imports jupyter_client too)
     _exporter()
     import matplotlib.pyplot  # noqa: F401
 
@@ -652,7 +653,7 @@ def _effective_parameters(step: Step) -> dict:
         except (ValueError, SyntaxError): out[k] = d["default"]
     return {**out, **step.parameters}
 
-# %% ../nbs/03_environments.ipynb #5a034c08
+# %% ../nbs/03_environments.ipynb #b0f59a35
 class _Terminated(KeyboardInterrupt):
     "SIGTERM, handled like Ctrl-C."
 
@@ -739,6 +740,7 @@ def _run_locked(spec, settings, workers, force, from_step, cell_timeout, notify,
     try:
         tracker.log_batch(parent, params=_params_for_mlflow({"spec": str(spec.path), "workers": workers, "force": force,
                                                              "from_step": from_step or "", "steps": list(spec.steps)}))
+        wait([warm])  # two threads importing jupyter_client and nbconvert at once can meet a half-imported module
         status = _schedule(spec, ctx, workers, results, notify)
     except KeyboardInterrupt:
         status = "killed"

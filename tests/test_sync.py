@@ -41,12 +41,27 @@ def test_readme_is_generated_from_index():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def readme_table(heading):
+    "The rows (lists of cells) of the table under `## heading` in README.md."
+    section = (ROOT/"README.md").read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines() if line.startswith("| ") and "`" in line]
+
+
+def names(cell): return [c.strip("` ") for c in cell.split(",") if c.strip("` —")]
+
+
 def test_syllabus_status_is_true():
-    "A topic is marked as running exactly when every chapter it names exists (and so runs in CI)."
-    rows = [line.split("|")[1:-1] for line in (ROOT/"README.md").read_text().splitlines()
-            if line.startswith("| ") and "`" in line]
+    "A topic is marked as running exactly when every chapter it names exists (and so runs in CI), and its modules exist."
+    rows = readme_table("Syllabus")
     assert len(rows) >= 21
-    for cells in rows:
-        chapters = [c.strip("` ") for c in cells[3].split(",")]
-        exists = all((ROOT/"nbs"/f"{c}.ipynb").is_file() for c in chapters)
-        assert ("✅" in cells[5]) == exists, f"syllabus row {cells[0].strip()} ({cells[1].strip()}): status says {cells[5].strip()}"
+    for number, pt, en, chapters, modules, status in rows:
+        exists = all((ROOT/"nbs"/f"{c}.ipynb").is_file() for c in names(chapters))
+        assert ("✅" in status) == exists, f"syllabus row {number} ({pt}): status says {status}"
+        if exists: assert all((ROOT/"mlops_course"/f"{m}.py").is_file() for m in names(modules)), f"syllabus row {number}: {modules}"
+
+
+def test_glossary_points_at_chapters_that_exist():
+    rows = readme_table("Glossary: Portuguese → English")
+    assert len(rows) >= 30
+    for pt, en, chapters in rows:
+        assert pt and en and all((ROOT/"nbs"/f"{c}.ipynb").is_file() for c in names(chapters)), (pt, chapters)
