@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from .config import Settings, load_settings
 from .core import WorkbenchError, atomic_path
 from .notebooks import cwd_kernel_manager, execute_notebook
-from .pipeline import (NAME_RE, STEP_LOG, STEP_RUN_ENV, read_yaml, _check_name, _check_type, _check_value, _collect_step_log,
+from .pipeline import (NAME_RE, STEP_LOG, STEP_RUN_ENV, check_parameters, read_yaml, _check_name, _check_value, _collect_step_log,
                                    _effective_parameters, _kill_kernels, _literal_parameters,
                                    _params_for_mlflow, notebook_parameters, parse_overrides)
 
@@ -67,13 +67,7 @@ class JobResult:
 def _check_parameters(notebook: Path, parameters: dict, where: str) -> dict:
     "Validate a job's parameters against what its notebook declares (the pipeline runner's rules); return them checked."
     if not isinstance(parameters, dict): raise WorkbenchError(f"{where}: parameters must be a mapping, not {type(parameters).__name__}")
-    declared = notebook_parameters(notebook) if parameters else {}
-    out = {}
-    for k, v in parameters.items():
-        _check_name(k, where)
-        if k not in declared:
-            raise WorkbenchError(f"{where}: parameter {k!r} is not declared by {notebook}; it declares: {', '.join(declared) or '(nothing: no cell tagged parameters)'}")
-        out[k] = _check_type(_check_value(v, f"{where}: parameter {k}"), declared[k]["type"], f"{where}: parameter {k}")
+    out = check_parameters(parameters, notebook_parameters(notebook) if parameters else {}, notebook, where)
     _literal_parameters(out, where)
     return out
 

@@ -84,12 +84,12 @@ def cmd_run(args) -> int:
     settings = _settings(args)
     spec = load_spec(args.spec, args.param, settings)
     live = sys.stdout.isatty()
-    print(f"Pipeline '{spec.name}' ({len(spec.steps)} steps) from {spec.path}")
+    print(f"Pipeline '{spec.name}' ({len(spec.steps)} steps{f', up to {args.to_step}' if args.to_step else ''}) from {spec.path}")
     print(f"Tracking: {settings.tracking_uri}  experiment: {settings.experiment}")
     def on_event(kind, x):
         if kind == "start" and live: print(f"  …  {x:<14} running", flush=True)
         elif kind == "done": print(_step_line(x), flush=True)
-    result = run_pipeline(spec, workers=args.workers, force=args.force, from_step=args.from_step,
+    result = run_pipeline(spec, workers=args.workers, force=args.force, from_step=args.from_step, to_step=args.to_step,
                           cell_timeout=args.timeout, settings=settings, on_event=on_event)
     print()
     print(format_table([{"step": r.name, "env": r.env, "status": r.status, "seconds": f"{r.seconds:.1f}",
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=1, metavar="N", help="independent steps run at once (default: 1)")
     r.add_argument("--force", action="store_true", help="re-run every step, even those whose inputs did not change")
     r.add_argument("--from", dest="from_step", metavar="STEP", help="re-run STEP and every step downstream of it")
+    r.add_argument("--to", dest="to_step", metavar="STEP", help="run only STEP and the steps it depends on")
     r.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="time limit per cell (a step's own timeout wins)")
     r.set_defaults(func=cmd_run)
     st = sub.add_parser("status", help="the latest pipeline runs", description=cmd_status.__doc__)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
@@ -26,9 +26,9 @@ from .notebooks import cwd_kernel_manager, execute_notebook
 
 # %% auto #0
 __all__ = ['ENVIRONMENTS', 'NAME_RE', 'SPEC_KEYS', 'STEP_KEYS', 'STEP_LOG', 'STEP_RUN_ENV', 'STATUS_COLOURS',
-           'notebook_parameters', 'Step', 'Spec', 'parse_overrides', 'read_yaml', 'load_spec', 'data_path',
-           'log_metrics', 'log_params', 'log_figure', 'step_tracking_uri', 'tracking_client', 'log_text', 'tracked_run',
-           'StepResult', 'PipelineResult', 'run_pipeline', 'plot_dag', 'write_report', 'pipeline_runs']
+           'notebook_parameters', 'Step', 'Spec', 'check_parameters', 'parse_overrides', 'read_yaml', 'load_spec',
+           'data_path', 'log_metrics', 'log_params', 'log_figure', 'step_tracking_uri', 'tracking_client', 'log_text',
+           'tracked_run', 'StepResult', 'PipelineResult', 'run_pipeline', 'plot_dag', 'write_report', 'pipeline_runs']
 
 # %% ../nbs/03_environments.ipynb #96d38053
 ENVIRONMENTS = ("data", "dev", "preprod", "prod")
@@ -113,6 +113,22 @@ def _check_name(name, where: str, what: str = "parameter") -> str:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise WorkbenchError(f"{where}: {what} name {name!r} is not a Python identifier (letters, digits, _; not a keyword)")
     return name
+
+def check_parameters(
+    params: dict,  # parameter name -> value, as given
+    declared: dict,  # what the notebook declares, from `notebook_parameters`
+    notebook: str | os.PathLike,  # the notebook, for messages
+    where: str,  # who gave them, for messages ("spec.yaml: step 'train'", "job 'lr-0.1'")
+) -> dict:
+    "The parameters checked against what a notebook declares: identifiers it declares, plain data of the declared type."
+    out = {}
+    for k, v in params.items():
+        _check_name(k, where)
+        if k not in declared:
+            raise WorkbenchError(f"{where}: parameter {k!r} is not declared by {Path(notebook).name}; "
+                                 f"it declares: {', '.join(declared) or '(nothing: no cell tagged parameters)'}")
+        out[k] = _check_type(_check_value(v, f"{where}: parameter {k}"), declared[k]["type"], f"{where}: parameter {k}")
+    return out
 
 def _mapping(value, where: str) -> dict:
     if value is None: return {}
@@ -241,10 +257,7 @@ def load_spec(
         params.update(_mapping(p["raw"].get("parameters"), f"{where}: parameters"))
         params.update({k: v for k, v in overrides.get(None, {}).items() if k in declared})
         params.update(overrides.get(sname, {}))
-        for k, v in params.items():
-            _check_name(k, f"{where}: parameters")
-            if k not in declared: raise WorkbenchError(f"{where}: parameter {k!r} is not declared by {p['nb'].name}; it declares: {', '.join(declared) or '(nothing)'}")
-            params[k] = _check_type(_check_value(v, f"{where}: parameter {k}"), declared[k]["type"], f"{where}: parameter {k}")
+        params = check_parameters(params, declared, p["nb"], where)
         for k in [*inputs, *p["outputs"]]:
             if k not in declared: raise WorkbenchError(f"{where}: {p['nb'].name} declares no parameter {k!r} to receive that path; it declares: {', '.join(declared) or '(nothing)'}")
             if k in params: raise WorkbenchError(f"{where}: {k!r} is both a parameter and an input/output")
@@ -663,12 +676,20 @@ def _downstream(spec: Spec, first: str) -> set[str]:
         if out & set(step.upstream): out.add(name)
     return out
 
+def _up_to(spec: Spec, last: str) -> Spec:
+    "The part of `spec` that `last` needs: `last` and every step upstream of it, in the same order."
+    keep = {last}
+    for name in reversed(spec.steps):  # reverse topological order: downstream steps come first
+        if name in keep: keep.update(spec.steps[name].upstream)
+    return replace(spec, steps={n: s for n, s in spec.steps.items() if n in keep})
+
 def run_pipeline(
     spec: Spec | str | os.PathLike | None = None,  # a Spec, or the YAML file (default: pipeline_spec from the settings)
     overrides: dict | Iterable[str] = (),  # parameter overrides, "step.param=value"
     workers: int = 1,  # steps executed at once
     force: bool = False,  # re-run every step, cached or not
     from_step: str | None = None,  # re-run this step and everything downstream of it
+    to_step: str | None = None,  # run only this step and the steps it depends on (like `make TARGET`)
     cell_timeout: float | None = None,  # default per-cell time limit in seconds (a step's `timeout` wins)
     settings: Settings | None = None,  # default: `load_settings()`
     on_event: Callable[[str, object], None] | None = None,  # called ("start", step name) and ("done", StepResult)
@@ -677,8 +698,14 @@ def run_pipeline(
     settings = settings or load_settings()
     if isinstance(spec, Spec) and overrides: raise WorkbenchError("overrides go to load_spec when a Spec is given")
     if not isinstance(spec, Spec): spec = load_spec(spec, overrides, settings)
-    if from_step is not None and from_step not in spec.steps:
-        raise WorkbenchError(f"--from {from_step}: no such step; steps are: {', '.join(spec.steps)}")
+    for flag, name in (("--from", from_step), ("--to", to_step)):
+        if name is not None and name not in spec.steps:
+            raise WorkbenchError(f"{flag} {name}: no such step; steps are: {', '.join(spec.steps)}")
+    if to_step is not None:
+        spec = _up_to(spec, to_step)
+        if from_step is not None and from_step not in spec.steps:
+            raise WorkbenchError(f"--from {from_step} --to {to_step}: {to_step} does not depend on {from_step}; "
+                                 f"it needs: {', '.join(spec.steps)}")
     if not isinstance(workers, int) or workers < 1: raise WorkbenchError(f"workers = {workers!r} must be a whole number >= 1")
     notify = on_event or (lambda *_: None)
     start, package, state = time.monotonic(), _package_hash(), _load_state(spec)

@@ -229,7 +229,9 @@ def test_bad_parameters_are_refused_before_anything_runs(demo):
     cases = {("-p", "total.rows=3"): "parameter 'rows' is not declared by total.ipynb; it declares: numbers_path, total_path, scale",
              ("-p", "total.scale;import os=1"): "is not a Python identifier",
              ("-p", "totl.scale=1"): "no step 'totl'; steps are: make, total, gate",
-             ("--from", "nope"): "no such step; steps are: make, total, gate"}
+             ("--from", "nope"): "no such step; steps are: make, total, gate",
+             ("--to", "nope"): "--to nope: no such step; steps are: make, total, gate",
+             ("--from", "gate", "--to", "total"): "total does not depend on gate; it needs: make, total"}
     for args, expected in cases.items():
         r = run_cli("run", spec, *args, env=env)
         assert r.returncode == 2 and expected in r.stderr, (args, r.stderr)
