@@ -189,17 +189,48 @@ def _read_sql(url: str, table: str | None, query: str | None) -> pd.DataFrame:
         raise WorkbenchError(f"{url}: {type(e).__name__}: {e.orig if getattr(e, 'orig', None) else e}") from e
     finally: engine.dispose()
 
+_DELIMITERS = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
+
+def _sniff_delimiter(path: Path) -> str | None:
+    "The most frequent of , ; tab | in the file's first line, or None."
+    with open(path, "rb") as f: first = f.readline(1 << 16).decode("utf-8", errors="replace")
+    counts = {d: first.count(d) for d in _DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else None
+
+def _first_undecodable(path: Path, encoding: str) -> str:
+    "Where a file stops being `encoding` text: the line, the bytes, and what they read as in latin-1."
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try: line.decode(encoding)
+            except UnicodeDecodeError as e:
+                lo = max(0, e.start - 12)
+                return f"line {number}: bytes {line[lo:e.start + 12]!r} (as latin-1: {line[lo:e.start + 12].decode('latin-1')!r})"
+    return "somewhere in the file"
+
+def _read_csv(path: Path, **kw) -> pd.DataFrame:
+    "pandas.read_csv with errors that say what to pass: the encoding, or the delimiter the file seems to use."
+    told = {"sep", "delimiter"} & set(kw)
+    default = "\t" if path.suffix.lower() == ".tsv" else ","
+    kw.setdefault("sep", default)
+    try: df = pd.read_csv(path, **kw)
+    except pd.errors.EmptyDataError as e: raise WorkbenchError(f"'{path}' is empty: no header, no rows") from e
+    except pd.errors.ParserError as e: raise WorkbenchError(f"'{path}' is not well-formed CSV: {e}") from e
+    except UnicodeDecodeError as e:
+        enc = kw.get("encoding") or "utf-8"
+        raise WorkbenchError(f"'{path}' is not {enc} text ({_first_undecodable(path, enc)}); "
+                             "pass the file's encoding, e.g. encoding='latin-1'") from e
+    if df.shape[1] == 1 and not told and (sep := _sniff_delimiter(path)) not in (None, default):
+        head = str(df.columns[0])
+        raise WorkbenchError(f"'{path}' read as a single column named '{head[:60]}{'…' if len(head) > 60 else ''}': "
+                             f"it looks {_DELIMITERS[sep]}-delimited; pass sep={sep!r}")
+    return df
+
 def _read_file(path: Path, **kw) -> pd.DataFrame:
     kind = _kind(path)
     if not path.exists(): raise WorkbenchError(f"file '{path}' does not exist")
     if path.is_dir(): raise WorkbenchError(f"'{path}' is a folder, not a data file")
-    if kind == "csv":
-        if path.suffix.lower() == ".tsv": kw.setdefault("sep", "\t")
-        try: return pd.read_csv(path, **kw)
-        except pd.errors.EmptyDataError as e: raise WorkbenchError(f"'{path}' is empty: no header, no rows") from e
-        except pd.errors.ParserError as e: raise WorkbenchError(f"'{path}' is not well-formed CSV: {e}") from e
-        except UnicodeDecodeError as e:
-            raise WorkbenchError(f"'{path}' is not {kw.get('encoding', 'UTF-8')} text (byte {e.start}); pass encoding=, e.g. 'latin-1'") from e
+    if kind == "csv": return _read_csv(path, **kw)
     import pyarrow
     try: return pd.read_parquet(path, **kw)
     except (pyarrow.ArrowException, OSError) as e: raise WorkbenchError(f"'{path}' is not a readable Parquet file: {e}") from e

@@ -471,6 +471,8 @@ class _Tracker:
         self.lock, self.uri = threading.Lock(), settings.tracking_uri
         self.client = MlflowClient(self.uri)  # an SQLite store gets its tables here, before any step runs
         self.experiment_id = _ensure_experiment(self.client, settings.experiment, settings.work_dir/"mlartifacts")
+        from mlops_course.versioning import STORE_DIR
+        self.data_store = settings.work_dir/STORE_DIR  # a copy of every data version recorded (chapter 04b)
 
     def __getattr__(self, name):
         fn = getattr(self.client, name)
@@ -573,12 +575,14 @@ class _Context:
     state_lock: threading.Lock = field(default_factory=threading.Lock)
 
 def _record_data(t: _Tracker, run_id: str, kind: str, hashes: dict, paths: dict) -> None:
-    "Record a step's files on its run: a searchable tag per file and a data version (an MLflow dataset input with path, rows, schema)."
+    "Record a step's files on its run: a searchable tag per file, and a data version (an MLflow dataset input with path, rows, schema) kept in the data store."
     from mlflow.entities import RunTag
-    from mlops_course.versioning import file_version, log_data_versions
+    from mlops_course.versioning import file_version, keep_version, log_data_versions
     hashes = {k: h for k, h in hashes.items() if h}
     t.log_batch(run_id, tags=[RunTag(f"data.{kind}.{k}.sha256", h) for k, h in hashes.items()])
-    log_data_versions(t, run_id, {k: file_version(paths[k], sha256=h) for k, h in hashes.items()}, kind)
+    versions = {k: file_version(paths[k], sha256=h) for k, h in hashes.items()}
+    for k, v in versions.items(): v.stored = str(keep_version(paths[k], v.sha256, t.data_store))
+    log_data_versions(t, run_id, versions, kind)
 
 def _cached_result(step: Step, entry: dict, run_id: str | None = None, seconds: float = 0.0, metrics: dict | None = None) -> StepResult:
     nb = Path(entry["notebook"]) if entry.get("notebook") else None

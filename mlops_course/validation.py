@@ -424,44 +424,10 @@ def plot_report(
     return fig
 
 # %% ../nbs/08_dataops.ipynb #9c832c8a
-_DELIMITERS = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
-
-def _sniff_delimiter(path: Path) -> str | None:
-    "The most frequent of , ; tab | in the file's first line, or None."
-    with open(path, "rb") as f: first = f.readline(1 << 16).decode("utf-8", errors="replace")
-    counts = {d: first.count(d) for d in _DELIMITERS}
-    best = max(counts, key=counts.get)
-    return best if counts[best] else None
-
-def _first_undecodable(path: Path, encoding: str) -> str:
-    "Where a file stops being `encoding` text: the line, the bytes, and what they read as in latin-1."
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            try: line.decode(encoding)
-            except UnicodeDecodeError as e:
-                lo = max(0, e.start - 12)
-                return f"line {number}: bytes {line[lo:e.start + 12]!r} (as latin-1: {line[lo:e.start + 12].decode('latin-1')!r})"
-    return "somewhere in the file"
-
 def read_batch(
     source: str | os.PathLike,  # a .csv/.tsv/.parquet file, or a SQLAlchemy URL (with table= or query=)
     **read_kw,  # passed to read_table (table, query) and to pandas (sep, encoding, ...)
 ) -> pd.DataFrame:
-    "Read a batch for validation: an empty table is data (the contract judges it); a wrong encoding or delimiter is a clear error."
-    url = isinstance(source, str) and "://" in source
-    path = None if url else Path(source).expanduser()
-    try: df = read_table(source, allow_empty=True, **read_kw)
-    except WorkbenchError as e:
-        if isinstance(e.__cause__, UnicodeDecodeError):
-            enc = read_kw.get("encoding", "utf-8")
-            raise WorkbenchError(f"'{path}' is not {enc} text ({_first_undecodable(path, enc)}); "
-                                 "pass the file's encoding, e.g. read_batch(path, encoding='latin-1')") from e.__cause__
-        raise
-    is_text = path is not None and path.suffix.lower() in (".csv", ".txt", ".tsv")
-    if is_text and df.shape[1] == 1 and not {"sep", "delimiter"} & set(read_kw):
-        sep = _sniff_delimiter(path)
-        if sep not in (None, ",", "\t" if path.suffix.lower() == ".tsv" else ","):
-            head = str(df.columns[0])
-            raise WorkbenchError(f"'{path}' read as a single column named '{head[:60]}{'…' if len(head) > 60 else ''}': "
-                                 f"it looks {_DELIMITERS[sep]}-delimited; pass sep={sep!r}")
-    return df
+    "Read a batch for validation with `read_table`: an empty table is data (the contract judges it), a file that cannot be read a clear error."
+    return read_table(source, allow_empty=True, **read_kw)
+

@@ -6,16 +6,19 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .core import WorkbenchError, file_sha256
+from .core import WorkbenchError, atomic_path, file_sha256
 
 # %% auto #0
-__all__ = ['DIGEST_CHARS', 'DATA_COLUMNS', 'frame_digest', 'DataVersion', 'file_version', 'frame_version', 'log_data_versions',
-           'run_data_versions', 'runs_using', 'DataDiff', 'diff_frames', 'DataLineage', 'data_lineage', 'plot_lineage']
+__all__ = ['DIGEST_CHARS', 'DATA_COLUMNS', 'STORE_DIR', 'frame_digest', 'DataVersion', 'file_version', 'frame_version',
+           'log_data_versions', 'run_data_versions', 'runs_using', 'DataDiff', 'diff_frames', 'DataLineage',
+           'data_lineage', 'plot_lineage', 'store_path', 'keep_version', 'restore_version']
 
 # %% ../nbs/04b_versioning.ipynb #d6e73d33
 DIGEST_CHARS = 32  # MLflow keeps a dataset digest in 36 characters: we record the first 32 hex digits (128 bits) of the SHA-256
@@ -41,6 +44,7 @@ class DataVersion:
     rows: int | None = None  # None: not known without reading the data (a CSV file)
     schema: dict[str, str] = field(default_factory=dict)  # column -> type
     size_bytes: int | None = None  # a file's size
+    stored: str = ""  # its copy in a data store (`keep_version`), when one was kept
 
     @property
     def digest(self) -> str:
@@ -97,7 +101,7 @@ def _dataset_input(v: DataVersion, context: str, key: str | None):
     schema = json.dumps({"mlflow_colspec": [{"type": _mlflow_type(t), "name": c, "required": True} for c, t in v.schema.items()]})
     profile = json.dumps({k: x for k, x in {"num_rows": v.rows, "size_bytes": v.size_bytes}.items() if x is not None})
     tags = {"mlflow.data.context": context, "mlops_course.sha256": v.sha256, "mlops_course.path": v.source[:500],
-            "mlops_course.key": key or v.name}
+            "mlops_course.key": key or v.name, **({"mlops_course.stored": v.stored[:500]} if v.stored else {})}
     return DatasetInput(Dataset(name=v.name, digest=v.digest, source_type="local", source=json.dumps({"uri": v.source}),
                                 schema=schema, profile=profile), [InputTag(k, x) for k, x in tags.items()])
 
@@ -112,20 +116,22 @@ def log_data_versions(
     items = versions.items() if isinstance(versions, dict) else [(None, v) for v in versions]
     if items: client.log_inputs(run_id, datasets=[_dataset_input(v, context, key) for key, v in items])
 
-DATA_COLUMNS = ["step", "direction", "name", "sha256", "path", "dataset", "digest", "rows"]
+DATA_COLUMNS = ["step", "direction", "name", "sha256", "path", "dataset", "digest", "rows", "schema", "stored"]
 
 def run_data_versions(
     run,  # an MLflow Run (from get_run or search_runs)
 ) -> pd.DataFrame:
-    "The data versions recorded on a run: step, direction (input/output), name (key), sha256, path, dataset, digest, rows."
+    "The data versions recorded on a run: step, direction (input/output), name (key), sha256, path, dataset, digest, rows, schema, stored copy."
     step = run.data.tags.get("mlops_course.step", run.info.run_name)
     rows = []
     for di in run.inputs.dataset_inputs if run.inputs else []:
         tags = {t.key: t.value for t in di.tags}
         profile = json.loads(di.dataset.profile or "{}")
+        columns = json.loads(di.dataset.schema or "{}").get("mlflow_colspec", [])
         rows.append({"step": step, "direction": tags.get("mlflow.data.context", ""), "name": tags.get("mlops_course.key", di.dataset.name),
                      "sha256": tags.get("mlops_course.sha256", di.dataset.digest), "path": tags.get("mlops_course.path"),
-                     "dataset": di.dataset.name, "digest": di.dataset.digest, "rows": profile.get("num_rows")})
+                     "dataset": di.dataset.name, "digest": di.dataset.digest, "rows": profile.get("num_rows"),
+                     "schema": {c.get("name"): c.get("type") for c in columns}, "stored": tags.get("mlops_course.stored")})
     return pd.DataFrame(rows, columns=DATA_COLUMNS)
 
 # %% ../nbs/04b_versioning.ipynb #bfb22706
@@ -297,3 +303,43 @@ def plot_lineage(
     ax.set_xlim(-0.7, len(cols) - 0.3); ax.set_ylim(-height / 2, height / 2); ax.axis("off")
     ax.set_title(f"Lineage of {model} version {lin.version}" if model else f"Data lineage of pipeline run {str(lin.pipeline_run_id)[:8]}")
     return fig
+
+# %% ../nbs/04b_versioning.ipynb #9fb99352
+STORE_DIR = "data-store"  # the data store's folder in the work dir: one file per data version, named by its SHA-256
+
+def store_path(
+    sha256: str,  # a data version (64 hex digits)
+    store: str | os.PathLike,  # the data store's folder
+) -> Path:
+    "Where a data store keeps a version: STORE/ab/cdef… (the first two hex digits name a folder)."
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise WorkbenchError(f"a data version is a full SHA-256 (64 hex digits), not {sha256!r}")
+    return Path(store)/sha256[:2]/sha256[2:]
+
+def keep_version(
+    path: str | os.PathLike,  # the file
+    sha256: str,  # its content hash, as recorded
+    store: str | os.PathLike,  # the data store's folder
+) -> Path:
+    "Copy a file into the data store under its hash (once, atomically, checked against the hash); return the copy's path."
+    src, dest = Path(path), store_path(sha256, store)
+    if dest.is_file() and dest.stat().st_size == src.stat().st_size: return dest  # that version is kept already
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        if file_sha256(tmp) != sha256: raise WorkbenchError(f"'{src}' changed after it was hashed: its content is no longer version {sha256[:12]}…")
+        os.chmod(tmp, 0o444)  # a version never changes
+    return dest
+
+def restore_version(
+    sha256: str,  # the data version to get back
+    dest: str | os.PathLike,  # the file to write (replaced atomically)
+    store: str | os.PathLike,  # the data store's folder
+) -> Path:
+    "Write a stored data version to `dest`, checked against its hash; return `dest`."
+    src = store_path(sha256, store)
+    if not src.is_file(): raise WorkbenchError(f"data version {sha256[:12]}… is not in the data store '{store}' (it was recorded before the store kept copies, or the store was deleted)")
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+        if file_sha256(tmp) != sha256: raise WorkbenchError(f"the stored copy of version {sha256[:12]}… ('{src}') is damaged: its content hash differs; '{dest}' is unchanged")
+    return Path(dest)

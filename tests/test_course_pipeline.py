@@ -137,7 +137,12 @@ def test_gate_refuses_a_worse_candidate_and_says_why(course):
 
 
 def test_validate_blocks_a_corrupted_batch(course, tmp_path):
+    "A broken batch stops at validate with its report: nothing downstream runs, and no model, alias or data version already made is harmed."
     _, env, settings = course
+    client = MlflowClient(settings.tracking_uri)
+    prod_before = client.get_model_version_by_alias("churn-model", "prod").version
+    versions_before = {v.version for v in client.search_model_versions("name = 'churn-model'")}
+    trained_before = training_data("churn-model", "prod", settings.tracking_uri)
     bad = make_churn(2000, seed=3)
     bad.loc[:9, "age"] = 250.0
     bad["contract"] = bad["contract"].cat.add_categories(["lifetime"])
@@ -147,17 +152,66 @@ def test_validate_blocks_a_corrupted_batch(course, tmp_path):
     assert r.returncode == 1
     assert "DataContractError: data contract 'churn' broken" in r.stdout and "2 of 47 checks failed on 2,000 rows" in r.stdout
     assert "in_range(18, 90) on age (10 rows, e.g. 250)" in r.stdout and "on contract (10 rows, e.g. 'lifetime')" in r.stdout
-    for step in ["prepare", "train", "evaluate", "register", "gate", "deploy", "monitor"]:
-        assert f"{step}" in r.stdout
-    assert r.stdout.count("skipped: upstream step 'validate' failed") == 1 and "skipped" in r.stdout
-    # the failed validate run holds the report and the metrics
-    client = MlflowClient(settings.tracking_uri)
+    downstream = ["prepare", "train", "evaluate", "register", "gate", "deploy", "monitor"]
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("  ") and len(line.split()) > 2}
+    assert "skipped: upstream step 'validate' failed" in lines["prepare"], lines["prepare"]
+    for step in downstream[1:]: assert "skipped: upstream step" in lines[step], lines[step]
+    # MLflow: the pipeline run FAILED, with runs for ingest and validate only; the failed validate run holds the report
     exp = client.get_experiment_by_name(settings.experiment)
     run = client.search_runs([exp.experiment_id], "attributes.run_name = 'validate' and attributes.status = 'FAILED'",
                              order_by=["attributes.start_time DESC"], max_results=1)[0]
+    parent = run.data.tags["mlflow.parentRunId"]
+    steps = {c.data.tags["mlops_course.step"]: c.info.status
+             for c in client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")}
+    assert steps == {"ingest": "FINISHED", "validate": "FAILED"} and client.get_run(parent).info.status == "FAILED"
     assert run.data.metrics["checks_failed"] == 2 and run.data.metrics["rows"] == 2000
     page = client.download_artifacts(run.info.run_id, "artifacts/contract_report.html", str(tmp_path))
     assert "&#x27;lifetime&#x27;" in open(page, encoding="utf-8").read()
+    # nothing already made was harmed: the models, the production alias, and the data that trained production
+    assert {v.version for v in client.search_model_versions("name = 'churn-model'")} == versions_before
+    assert client.get_model_version_by_alias("churn-model", "prod").version == prod_before
+    trained = training_data("churn-model", "prod", settings.tracking_uri)
+    assert trained[["name", "sha256"]].equals(trained_before[["name", "sha256"]])
+    raw = trained.set_index("name").loc["raw_path"]
+    assert file_sha256(raw.path) != raw.sha256  # the corrupted batch's ingest overwrote raw.parquet in the work dir ...
+    for row in trained.itertuples():  # ... and every version that trained production is still there, byte for byte
+        assert file_sha256(row.stored) == row.sha256, row.name
+
+
+def test_the_readme_gate_command_gates_the_course_run(course, tmp_path):
+    "The README's CI gate, as written there, on the course run: exit 0 and a JUnit report; a stricter tolerance or a broken batch: exit 1."
+    import re
+    import xml.etree.ElementTree as ET
+    _, env, settings = course
+    block = re.search(r"```sh\n(mlops-course gate .*?)\n```", (ROOT/"README.md").read_text(), re.S).group(1)
+    argv = block.replace("\\\n", " ").replace(".mlops-course/", f"{settings.work_dir}/").split()
+    assert argv[:2] == ["mlops-course", "gate"] and "--junit" in argv
+    r = subprocess.run([str(BIN/"mlops-course"), *argv[1:]], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    def junit() -> tuple[int, int]:
+        suite = next(ET.parse(tmp_path/"gates.xml").getroot().iter("testsuite"))
+        return int(suite.get("tests")), int(suite.get("failures"))
+    tests, failures = junit()
+    assert tests >= 2 and failures == 0  # the metric gate and the data contract gate
+    strict = [a if a != "models:/churn-model@prod" else "0.99" for a in argv[1:]]  # a floor of F1 0.99 instead of production
+    r = subprocess.run([str(BIN/"mlops-course"), *strict], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and junit()[1] >= 1, r.stdout + r.stderr
+
+
+def test_a_partner_csv_in_another_dialect_is_told_what_to_pass_then_ingested(work_env, tmp_path):
+    "A ';'-delimited latin-1 export through the real ingest step: each error says what to pass; with both, ingest reads it right."
+    partner = make_churn(1500, seed=5).astype({"region": str})
+    partner.loc[7, "region"] = "São Paulo"
+    partner.to_csv(tmp_path/"partner.csv", sep=";", index=False, encoding="latin-1")
+    source = ["-p", f"ingest.source={tmp_path/'partner.csv'}"]
+    first = run_cli("run", *source, "--to", "ingest", env=work_env)
+    assert first.returncode == 1 and "is not utf-8 text (line 9" in first.stdout and "encoding='latin-1'" in first.stdout, first.stdout
+    second = run_cli("run", *source, "-p", "ingest.encoding=latin-1", "--to", "ingest", env=work_env)
+    assert second.returncode == 1 and "looks ';'-delimited; pass sep=';'" in second.stdout, second.stdout
+    third = run_cli("run", *source, "-p", "ingest.encoding=latin-1", "-p", "ingest.sep=;", "--to", "ingest", env=work_env)
+    assert third.returncode == 0 and "up to ingest" in third.stdout and "validate" not in third.stdout, third.stdout + third.stderr
+    raw = pd.read_parquet(load_settings(env=work_env).work_dir/"pipelines/course/data/raw.parquet")
+    assert len(raw) == 1500 and raw.loc[7, "region"] == "São Paulo" and raw.shape[1] == partner.shape[1]
 
 
 def test_ui_serves_the_store_on_loopback(course):

@@ -110,6 +110,36 @@ def test_metrics_select_columns_by_name_or_pattern_and_unknown_ones_are_named(st
         run_history("nope", tracking_uri=uri)
 
 
+def test_control_charts_on_real_nightly_pipeline_runs_see_what_the_contract_lets_pass(tmp_path):
+    "Seven nights of the real ingest -> validate steps on the day's CSV export; night 6's export lost more values, still within the contract."
+    from mlops_course.data import make_churn, write_table
+    nbs = ROOT/"nbs"/"pipeline"
+    spec = {"name": "nightly", "steps": {
+        "ingest": {"notebook": str(nbs/"ingest.ipynb"), "env": "data", "outputs": {"raw_path": "raw.parquet"}},
+        "validate": {"notebook": str(nbs/"validate.ipynb"), "env": "data", "parameters": {"min_rows": 500},
+                     "inputs": {"raw_path": "raw.parquet"}, "outputs": {"valid_path": "valid.parquet"}}}}
+    (tmp_path/"nightly.yaml").write_text(yaml.safe_dump(spec))
+    settings = load_settings(env={"MLOPS_COURSE_WORK_DIR": str(tmp_path/"work")})
+    NIGHTS, FAULT = 7, 6
+    for night in range(NIGHTS):
+        export = write_table(make_churn(1000, seed=100 + night, missing_rate=0.045 if night == FAULT else 0.02), tmp_path/f"night-{night}.csv")
+        result = run_pipeline(tmp_path/"nightly.yaml", [f"ingest.source={export}"], settings=settings)
+        assert result.status == "ok", [(r.name, r.status, r.error) for r in result.steps]  # the contract (5% missing at most) passes every night
+    h = run_history(settings.experiment, tracking_uri=settings.tracking_uri, pipeline="nightly")
+    assert len(h) == NIGHTS and (h["validate.checks_failed"] == 0).all() and h["validate.seconds"].gt(0).all()
+    nulls = [c for c in h.columns if c.startswith("validate.null_rate_")]
+    assert len(nulls) >= 5
+    judged = factory_status(h, nulls + ["ingest.rows"], baseline=FAULT, at=FAULT).set_index("metric")
+    flagged = judged.index[judged["state"] == "out of control"].tolist()
+    assert len(flagged) >= 3 and set(flagged) <= set(nulls), judged[["value", "lcl", "ucl", "state"]]
+    assert judged.loc["ingest.rows", "state"] == "in control"  # the batch was complete: only its missing values changed
+    before = factory_status(h.iloc[:FAULT], nulls, at=FAULT - 1)
+    assert (before["state"] == "in control").all()  # the six ordinary nights are in control of their own limits
+    fig = plot_factory_line(h, nulls, baseline=FAULT, at=FAULT, steps=["ingest", "validate"])
+    assert {p.get_gid().split(":")[1]: p.get_gid().split(":")[2] for p in fig.axes[0].patches
+            if (p.get_gid() or "").startswith("station:")}["validate"] == "out of control"
+
+
 def test_plain_runs_are_rows_in_start_order_and_nested_runs_are_prefixed_by_their_name(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
