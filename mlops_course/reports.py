@@ -17,9 +17,9 @@ from .core import WorkbenchError, atomic_path, file_sha256, with_overrides
 from .registry import registry_client
 
 # %% auto #0
-__all__ = ['COST_KEYS', 'METRICS', 'REQUIRED_METRICS', 'STATUS_COLOURS', 'VERDICT_COLOURS', 'RISK_THRESHOLDS', 'MISSING_GROUP',
-           'confusion_counts', 'expected_cost', 'rank_by_objective', 'plot_ranking', 'as_frequency', 'ModelCard',
-           'model_card', 'fairness_table', 'RiskChecklist', 'risk_checklist', 'plot_fairness']
+__all__ = ['COST_KEYS', 'METRICS', 'REQUIRED_METRICS', 'STATUS_COLOURS', 'VERDICT_COLOURS', 'OBJECTIVE_WORDS', 'RISK_THRESHOLDS',
+           'MISSING_GROUP', 'confusion_counts', 'expected_cost', 'rank_by_objective', 'plot_ranking', 'as_frequency',
+           'ModelCard', 'model_card', 'fairness_table', 'RiskChecklist', 'risk_checklist', 'plot_fairness']
 
 # %% ../nbs/05_why_mlops.ipynb #73040286
 COST_KEYS = ("tn", "fp", "fn", "tp")  # the cells of a binary confusion matrix: t/f = true/false, n/p = predicted negative/positive
@@ -216,6 +216,63 @@ def _version_run(
                              "(deleted?): without its run there are no metrics or data to report") from None
     return client, mv, run, sorted(a for a, v in held.items() if v == str(version)), uri
 
+@dataclass
+class _Record:
+    "What the store knows about a registered model version: its run, its test metrics, its parameters, its data, and the pipeline steps that made it."
+    client: object  # an MlflowClient on the store
+    mv: object  # the ModelVersion
+    run: object  # the run that logged the model
+    aliases: list[str]  # the aliases that point at the version
+    uri: str  # the tracking store
+    metrics: dict[str, float]  # the test metrics: the run's own, else the version's test_* tags
+    from_tags: list[str]  # the metrics read from the version's test_* tags (kept to 4 decimals)
+    params: dict[str, str]  # the run's parameters, over the training step's
+    data: pd.DataFrame  # role ("trained on", "tested on", "source"), step, name, dataset, rows, sha256, path, about (how a source was made)
+    steps: dict  # pipeline step -> the run that made its outputs (a cached step: its source run); empty outside a pipeline
+    trainer: str | None = None  # the pipeline step that wrote the model file
+    files: pd.DataFrame | None = None  # every data version of those steps (versioning.DATA_COLUMNS)
+
+def _record(
+    name: str,  # registered model name
+    version: str | int | None,  # a version ...
+    alias: str | None,  # ... or the alias that holds it
+    tracking_uri: str | None,  # the store; None: the settings'
+) -> _Record:
+    "The record of a model version, whether it was logged by hand or by a pipeline (then from its step runs, through the data they share)."
+    from mlops_course.gates import metrics_of
+    from mlops_course.versioning import data_lineage, run_data_versions
+    client, mv, run, aliases, uri = _version_run(name, version, alias, tracking_uri)
+    own = dict(run.data.metrics)
+    _, known = metrics_of(f"models:/{name}/{mv.version}", uri)  # the run's metrics and the version's numeric tags (test_f1 = 0.8123)
+    tagged = {k[len("test_"):]: v for k, v in known.items() if k.startswith("test_") and k[len("test_"):] not in own}
+    params, steps, trainer = dict(run.data.params), {}, None
+    step = run.data.tags.get("mlops_course.step")
+    if not step or not run.data.tags.get("mlflow.parentRunId"):  # logged by hand: what its run read is what it learned from
+        d = run_data_versions(run)
+        data = d[d["direction"] != "output"].assign(role="trained on", about="")
+    else:  # logged by a pipeline step: the steps upstream of it, linked by the files they wrote and read
+        lin = data_lineage(client, run.info.run_id).upstream_of(step)
+        steps = {s.step: (run if s.run_id == run.info.run_id else client.get_run(s.made_by)) for s in lin.steps.itertuples()}
+        d = lin.data
+        writer = {r.sha256: r.step for r in d[d["direction"] == "output"].itertuples()}
+        mine = d[(d["step"] == step) & (d["direction"] == "input")]
+        model_file = mine[mine["name"].str.contains("model")]
+        trainer = writer.get(model_file["sha256"].iloc[0]) if len(model_file) else None
+        readers = set(d.loc[(d["direction"] == "input") & d["sha256"].isin(model_file["sha256"]), "step"])  # the steps that used the model
+        fed = {down for _, down in lin.edges}  # the steps that read another step's file
+        reads = d[(d["direction"] == "input") & d["rows"].notna()]  # tables, not files such as the model itself
+        role = pd.Series("", index=d.index)
+        role[reads.index[reads["step"] == trainer]] = "trained on"
+        tested = reads[reads["step"].isin(readers) & ~reads["sha256"].isin(d.loc[role == "trained on", "sha256"])]
+        role[tested.index] = "tested on"
+        role[d.index[(d["direction"] == "output") & ~d["step"].isin(fed) & d["rows"].notna()]] = "source"  # what the first steps wrote
+        data = d.assign(role=role)[role != ""].drop_duplicates(["role", "sha256"])
+        data = data.assign(about=[steps[s].data.params.get("data_source", "") if r == "source" and s in steps else "" for s, r in zip(data["step"], data["role"])])
+        if trainer in steps: params = {**steps[trainer].data.params, **params}
+    data = data.sort_values("role", key=lambda r: r.map({"trained on": 0, "tested on": 1, "source": 2}), kind="stable").reset_index(drop=True)
+    return _Record(client, mv, run, aliases, uri, {**tagged, **own}, sorted(tagged), params,
+                   data[["role", "step", "name", "dataset", "rows", "sha256", "path", "about"]], steps, trainer, d)
+
 def _when(ms: int) -> str: return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
 
 STATUS_COLOURS = {"pass": "#d5f5e3", "warn": "#fdebd0", "fail": "#f5b7b1"}  # a risk item's status -> background
@@ -262,6 +319,39 @@ class _Page:
         return _write_page(path, self.to_html)
 
 # %% ../nbs/05_why_mlops.ipynb #cd82fbfd
+OBJECTIVE_WORDS = {  # a metric chosen as the objective, in words: what the model was tuned to do
+    "accuracy": "be right about as many cases as possible",
+    "precision": "make its alerts right as often as possible, even if it misses some of the {positive}",
+    "recall": "find as many of the {positive} as possible, even at the price of more false alarms",
+    "f1": "balance finding the {positive} against raising false alarms",
+    "roc_auc": "rank the {positive} above the other cases",
+}
+
+def _objective(
+    params: dict,  # the run's (and training step's) parameters
+    positive: str,  # the positive cases in words
+) -> str:
+    "What the model was chosen for, in words: the run's `objective` parameter, else the training step's `metric`; '' when neither was recorded."
+    if "objective" in params: return str(params["objective"])
+    metric = params.get("metric")
+    if not metric: return ""
+    words = OBJECTIVE_WORDS.get(metric)
+    return f"{metric} ({words.format(positive=positive)})" if words else str(metric)
+
+def _data_items(
+    data: pd.DataFrame,  # _Record.data
+) -> str:
+    "The data versions as an HTML list, grouped by role."
+    if data.empty: return "<p><b>Not recorded.</b></p>"
+    out = []
+    for r in data.itertuples():
+        rows = f"{int(r.rows):,} rows" if pd.notna(r.rows) else "rows unknown"
+        what = r.dataset if isinstance(r.dataset, str) and r.dataset else r.name
+        where = (f" written by step '{r.step}'" + (f" ({r.about})" if r.about else "")) if r.role == "source" else ""
+        out.append(f"<li><b>{_esc(r.role)}</b> {_esc(what)}{_esc(where)}: {rows}{f' from {_esc(r.path)}' if isinstance(r.path, str) and r.path else ''}, "
+                   f"data version <code>{_esc(r.sha256[:12])}</code></li>")
+    return "<ul>" + "".join(out) + "</ul>"
+
 @dataclass(repr=False)
 class ModelCard(_Page):
     "A registered model version described for the people who decide: what it predicts, how well in words, on which data, known limits."
@@ -273,29 +363,32 @@ class ModelCard(_Page):
     uri: str  # the tracking store
     predicts: str  # what it predicts, in one sentence
     positive: str  # the positive cases in words, e.g. "customers who will leave"
-    metrics: dict[str, float]  # the run's test metrics
-    params: dict[str, str]  # the run's parameters
-    data: pd.DataFrame  # the data versions the run read (name, sha256, rows, ...)
-    trained_at: str  # when the run started
+    metrics: dict[str, float]  # the test metrics: the run's, else the version's test_* tags
+    params: dict[str, str]  # the run's parameters (a pipeline's model: over its training step's)
+    data: pd.DataFrame  # the data versions: role (trained on, tested on, source), step, name, rows, sha256, ...
+    trained_at: str  # when the training run started
     registered_at: str  # when the version was created
     limits: list[str]  # known limits: given by people, and found by the checklist
     checklist: RiskChecklist | None = None  # the risk assessment, when one was made
+    gate: str = ""  # the promotion gate's decision and reason, when the version was gated
 
     @property
     def how_well(self) -> list[str]:
         "The test metrics as sentences."
         return _how_well(self.metrics, self.positive)
 
+    @property
+    def objective(self) -> str:
+        "What the model was chosen for, in words ('' when not recorded)."
+        return _objective(self.params, self.positive)
+
     def _fragment(self, level: int = 2) -> str:
         "The card's HTML body, its title at heading `level`."
         h, hh = f"h{level}", f"h{level + 1}"
         used = f"in use as {', '.join('@' + a for a in self.aliases)}" if self.aliases else "not deployed (no alias points at it)"
-        data = "<p><b>Not recorded.</b></p>" if self.data.empty else "<ul>" + "".join(
-            f"<li>{_esc(r.dataset if isinstance(r.dataset, str) and r.dataset else r.name)}: {f'{int(r.rows):,} rows' if pd.notna(r.rows) else 'rows unknown'}"
-            f"{f' from {_esc(r.path)}' if isinstance(r.path, str) and r.path else ''}, data version <code>{_esc(r.sha256[:12])}</code></li>"
-            for r in self.data.itertuples()) + "</ul>"
-        chosen = "" if "objective" not in self.params else (f"<p>Chosen for the objective: <b>{_esc(self.params['objective'])}</b>"
+        chosen = "" if not self.objective else (f"<p>Chosen for the objective: <b>{_esc(self.objective)}</b>"
                   + (f", alerting from a score of {_esc(self.params['threshold'])}" if "threshold" in self.params else "") + ".</p>")
+        gate = f"<p>Quality gate: {_esc(self.gate)}.</p>" if self.gate else ""
         limits = "".join(f"<li>{_esc(l)}</li>" for l in self.limits) or "<li>none recorded</li>"
         risk = "" if self.checklist is None else (f"<{hh}>Risk assessment</{hh}><p class='verdict' style='background:{VERDICT_COLOURS[self.checklist.verdict]}'>"
                                                   f"verdict: <b>{self.checklist.verdict}</b></p>{self.checklist._table()}")
@@ -303,8 +396,8 @@ class ModelCard(_Page):
         return (f"<{h}>Model card: {_esc(self.model)} version {_esc(self.version)}</{h}>"
                 f"<p>{_esc(used)} · trained {_esc(self.trained_at)} · registered {_esc(self.registered_at)}</p>"
                 f"<{hh}>What it predicts</{hh}><p>{_esc(self.predicts)}</p>"
-                f"<{hh}>How well</{hh}><ul>" + "".join(f"<li>{_esc(s)}</li>" for s in self.how_well) + f"</ul>{chosen}"
-                f"<{hh}>Trained on</{hh}>{data}<{hh}>Known limits</{hh}><ul>{limits}</ul>{risk}"
+                f"<{hh}>How well</{hh}><ul>" + "".join(f"<li>{_esc(s)}</li>" for s in self.how_well) + f"</ul>{chosen}{gate}"
+                f"<{hh}>On which data</{hh}>{_data_items(self.data)}<{hh}>Known limits</{hh}><ul>{limits}</ul>{risk}"
                 f"<details><summary>for the data scientists</summary><p>run <code>{_esc(self.run_id)}</code>, "
                 f"model <code>models:/{_esc(self.model)}/{_esc(self.version)}</code></p>{details.to_frame('value').to_html(classes='rc', border=0)}</details>")
 
@@ -319,35 +412,36 @@ def model_card(
     name: str,  # registered model name
     version: str | int | None = None,  # a version ...
     alias: str | None = None,  # ... or the alias that holds it
-    predicts: str | None = None,  # what it predicts, one sentence; None: the registered model's description
+    predicts: str | None = None,  # what it predicts, one sentence; None: the registered model's description, else the version's
     positive: str | None = None,  # the positive cases in words; None: the registered model's tag 'positive', else "positive cases"
     limits: list[str] | tuple[str, ...] = (),  # known limits, in plain words
     checklist: RiskChecklist | None = None,  # a risk assessment of this version: its verdict, and its failed and warning items as limits
     tracking_uri: str | None = None,  # default: the settings' store
 ) -> ModelCard:
-    "A model card from the MLflow registry and the run that logged the version: what it predicts, how well in words, on which data, known limits."
+    "A model card from the MLflow registry and the record of the version (its run, or the pipeline steps that made it): what it predicts, how well in words, on which data, known limits."
     from mlops_course.registry import _model
-    from mlops_course.versioning import run_data_versions
     if isinstance(limits, str) or not all(isinstance(l, str) and l.strip() for l in limits):
         raise WorkbenchError(f"limits must be a list of non-empty sentences, e.g. ['Not tested on business customers.'], not {limits!r}")
-    client, mv, run, aliases, uri = _version_run(name, version, alias, tracking_uri)
-    registered = _model(client, name)
+    rec = _record(name, version, alias, tracking_uri)
+    mv, run = rec.mv, rec.run
+    registered = _model(rec.client, name)
     if checklist is not None and (checklist.model, checklist.version) != (name, str(mv.version)):
         raise WorkbenchError(f"the checklist is for '{checklist.model}' version {checklist.version}, not '{name}' version {mv.version}")
-    predicts = predicts or registered.description
+    predicts = predicts or registered.description or mv.description
     if not predicts: raise WorkbenchError(f"model '{name}' has no description: say what it predicts with predicts='…', or record it once in the registry: "
                                           f"MlflowClient().update_registered_model('{name}', description='…')")
     positive = positive or registered.tags.get("positive") or "positive cases"
-    metrics = dict(run.data.metrics)
-    missing = [m for m in REQUIRED_METRICS if m not in metrics]
-    if missing: raise WorkbenchError(f"run {run.info.run_id[:8]} of model '{name}' version {mv.version} has no metric {', '.join(map(repr, missing))}; "
-                                     f"its metrics are: {', '.join(sorted(metrics)) or 'none'} (log the test metrics of mlops_course.train.evaluate)")
-    data = run_data_versions(run)
-    data = data[data["direction"] != "output"].reset_index(drop=True)
-    found = [] if not data.empty else ["The data it was trained on was not recorded: nobody can check or reproduce it."]
+    missing = [m for m in REQUIRED_METRICS if m not in rec.metrics]
+    if missing: raise WorkbenchError(f"run {run.info.run_id[:8]} of model '{name}' version {mv.version} has no metric {', '.join(map(repr, missing))}, "
+                                     f"and the version has no tag {', '.join(f'test_{m}' for m in missing)}; "
+                                     f"its metrics are: {', '.join(sorted(rec.metrics)) or 'none'} (log the test metrics of mlops_course.train.evaluate)")
+    found = [] if (rec.data["role"] == "trained on").any() else ["The data it was trained on was not recorded: nobody can check or reproduce it."]
     if checklist is not None: found += checklist.conditions
-    return ModelCard(name, str(mv.version), aliases, run.info.run_id, uri, predicts, positive, metrics, dict(run.data.params), data,
-                     _when(run.info.start_time), _when(mv.creation_timestamp), [*limits, *found], checklist)
+    decision, reason = mv.tags.get("gate.decision"), mv.tags.get("gate.reason", "")
+    gate = "" if not decision else {"promote": "promoted", "refuse": "refused"}.get(decision, decision) + (f" ({reason})" if reason else "")
+    trained = rec.steps[rec.trainer].info.start_time if rec.trainer in rec.steps else run.info.start_time
+    return ModelCard(name, str(mv.version), rec.aliases, run.info.run_id, rec.uri, predicts, positive, rec.metrics, rec.params, rec.data,
+                     _when(trained), _when(mv.creation_timestamp), [*limits, *found], checklist, gate)
 
 # %% ../nbs/05_why_mlops.ipynb #6769d8a0
 RISK_THRESHOLDS: dict[str, float] = {
@@ -457,43 +551,79 @@ def _load_registered(
     return model, schema.input_names(), file_sha256(local/meta.flavors["sklearn"]["pickled_model"])
 
 def _group_values(
-    group: str | pd.Series,  # a column name of `test`, or one value per test row
+    group,  # a column name of `test`, one value per test row (a Series), or a function of the test rows that returns such a Series
     test: pd.DataFrame,  # the test rows
 ) -> tuple[pd.Series, str]:
     "The group of each test row, and what the groups are called."
+    if callable(group) and not isinstance(group, pd.Series):
+        try: group = group(test)
+        except Exception as e: raise WorkbenchError(f"group: the function failed on the test rows: {type(e).__name__}: {e}") from e
     if isinstance(group, str):
         if group not in test.columns: raise WorkbenchError(f"group: no column '{group}' in the test rows; columns are: {', '.join(map(str, test.columns))}")
         return test[group], group
-    if not isinstance(group, pd.Series): raise WorkbenchError(f"group must be a column name of the test rows or a pandas Series, not {type(group).__name__}")
+    if not isinstance(group, pd.Series): raise WorkbenchError(f"group must be a column name of the test rows, a pandas Series or a function of the test rows returning one, not {type(group).__name__}")
     if len(group) != len(test) or not group.index.equals(test.index):
         raise WorkbenchError(f"group: the Series has {len(group)} values; it needs one per test row ({len(test)}), with the test rows' index")
     return group, str(group.name or "group")
 
+def _recorded_table(
+    rec: _Record,  # the version's record
+    role: str,  # "trained on" or "tested on"
+    what: str,  # the argument it stands in for, for errors
+) -> tuple[pd.DataFrame, str]:
+    "The table the record says the model was trained (or tested) on, read from its recorded path, and that path."
+    from mlops_course.data import read_table
+    rows = rec.data[[r == role and isinstance(p, str) and bool(p) for r, p in zip(rec.data["role"], rec.data["path"])]]
+    if rows.empty: raise WorkbenchError(f"model '{rec.mv.name}' version {rec.mv.version}: its record has no file it was {role}; give {what}= (a DataFrame)")
+    path, by = Path(rows["path"].iloc[0]), rows["step"].iloc[0]
+    if not path.is_file(): raise WorkbenchError(f"model '{rec.mv.name}' version {rec.mv.version} was {role} '{path}' (recorded by {by}), which is not a file here "
+                                                f"(moved, deleted with the work dir, or a description rather than a path); give {what}= (a DataFrame)")
+    return read_table(path), str(path)
+
+def _monitoring(
+    rec: _Record,  # the version's record
+):
+    "The latest finished monitoring run of a pipeline run that deployed this version (a run with the metric drifted_share), or None."
+    c, exp, found = rec.client, rec.run.info.experiment_id, []
+    deploys = c.search_runs([exp], f"params.deployed_version = '{rec.mv.version}'", max_results=20, order_by=["attributes.start_time DESC"])
+    for parent in dict.fromkeys(r.data.tags.get("mlflow.parentRunId") for r in deploys if r.data.tags.get("mlflow.parentRunId")):
+        found = c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'FINISHED' and metrics.drifted_share >= 0",
+                              max_results=1, order_by=["attributes.start_time DESC"])
+        if found: return found[0]
+    return None
+
 def risk_checklist(
     name: str,  # registered model name
-    data: pd.DataFrame,  # the training data as the run recorded it (its frame_digest is compared with the run's record)
-    test: pd.DataFrame,  # labelled rows the model never saw: the target and the model's input columns
-    group: str | pd.Series,  # the sensitive group: a column of `test`, or a Series with one value per test row (e.g. an age band)
+    data: pd.DataFrame | None = None,  # the training data as the run recorded it; None: read from the file the record names (a pipeline's model)
+    test: pd.DataFrame | None = None,  # labelled rows the model never saw: the target and its input columns; None: the recorded test file
+    group=None,  # the sensitive group: a column of `test`, a Series with one value per test row, or a function of the test rows returning one
     version: str | int | None = None,  # a version ...
     alias: str | None = None,  # ... or the alias that holds it
-    current: pd.DataFrame | None = None,  # a recent production batch, compared with `data` for drift; None: drift not checked (warn)
-    contract=None,  # the data contract (a pandera schema); None: mlops_course.validation.churn_contract()
+    current: pd.DataFrame | None = None,  # a recent production batch, compared with `data` for drift; None: the pipeline's latest monitoring, else not checked (warn)
+    contract=None,  # the data contract (a pandera schema) to check `data` with; None: the pipeline's recorded check, else mlops_course.validation.churn_contract()
     target: str = "target",  # the label column of `data` and `test`
     thresholds: dict | None = None,  # overrides of RISK_THRESHOLDS
     tracking_uri: str | None = None,  # default: the settings' store
 ) -> RiskChecklist:
-    "Check a registered model version against its own run: data contract, data version, reproducibility, drift and fairness, each pass/warn/fail with evidence."
+    "Check a registered model version against its record: data contract, data version, reproducibility, drift and fairness, each pass/warn/fail with evidence."
+    from mlops_course.data import read_table
     from mlops_course.monitor import drift_table, retrain_decision
     from mlops_course.train import evaluate
     from mlops_course.validation import churn_contract, validate
-    from mlops_course.versioning import frame_digest, run_data_versions
+    from mlops_course.versioning import frame_digest
     T = with_overrides(RISK_THRESHOLDS, thresholds, "risk threshold")
+    if group is None: raise WorkbenchError("risk_checklist needs group=: the sensitive attribute to check fairness across (a column of the test rows, "
+                                           "a Series, or a function of the test rows), e.g. group='region'")
+    if current is not None and not isinstance(current, pd.DataFrame): raise WorkbenchError(f"current must be a pandas DataFrame or None, not {type(current).__name__}")
+    rec = _record(name, version, alias, tracking_uri)
+    loaded = {}
+    if data is None: data, loaded["data"] = _recorded_table(rec, "trained on", "data")
+    if test is None: test, loaded["test"] = _recorded_table(rec, "tested on", "test")
     for what, df in (("data", data), ("test", test)):
         if not isinstance(df, pd.DataFrame): raise WorkbenchError(f"{what} must be a pandas DataFrame, not {type(df).__name__}")
         if target not in df.columns: raise WorkbenchError(f"{what} has no target column '{target}'; its columns are: {', '.join(map(str, df.columns))}")
-    if current is not None and not isinstance(current, pd.DataFrame): raise WorkbenchError(f"current must be a pandas DataFrame or None, not {type(current).__name__}")
     groups, group_name = _group_values(group, test)
-    client, mv, run, _, uri = _version_run(name, version, alias, tracking_uri)
+    client, mv, run = rec.client, rec.mv, rec.run
     version, run_id = str(mv.version), run.info.run_id
     model, features, model_sha = _load_registered(client, name, version)
     missing = [c for c in features if c not in test.columns]
@@ -501,40 +631,72 @@ def risk_checklist(
     items = []
     def item(what: str, status: str, evidence: str, rule: str): items.append({"item": what, "status": status, "evidence": evidence, "rule": rule})
 
-    report = validate(data, contract if contract is not None else churn_contract())
-    item("data contract", "pass" if report.ok else "fail", report.message(limit=3), "the training data keeps its data contract")
+    checked = [(s, r) for s, r in rec.steps.items() if "checks_failed" in r.data.metrics]  # a pipeline step that checked the contract
+    rule = "the training data keeps its data contract"
+    if checked and contract is None:
+        s, r = checked[0]
+        n, read = int(r.data.metrics["checks_failed"]), rec.files[(rec.files["step"] == s) & (rec.files["direction"] == "input")]
+        on = (f"{read['dataset'].iloc[0]} ({int(read['rows'].iloc[0]):,} rows, data version {read['sha256'].iloc[0][:12]})"
+              if len(read) and pd.notna(read["rows"].iloc[0]) else "its input")
+        item("data contract", "pass" if n == 0 else "fail", f"step '{s}' (run {r.info.run_id[:8]}) checked {on} upstream of the model: "
+             + ("every check passed" if n == 0 else f"{n} check(s) failed (its contract_report.html says which)"), rule + " (the pipeline's own check)")
+    else:
+        report = validate(data, contract if contract is not None else churn_contract())
+        item("data contract", "pass" if report.ok else "fail", report.message(limit=3), rule)
 
-    digest, recorded = frame_digest(data), run_data_versions(run)
-    recorded, rule = recorded[recorded["direction"] != "output"], "the run recorded its data's hash, and the data checked has that hash"
+    digest, recorded = frame_digest(data), rec.data[rec.data["role"] == "trained on"]
+    def is_file(p): return isinstance(p, str) and bool(p) and Path(p).is_file()
+    if "data" in loaded:  # read from the recorded file: the file's bytes are what the record hashed
+        same = recorded[(recorded["path"] == loaded["data"]) & (recorded["sha256"] == file_sha256(loaded["data"]))]
+    else:
+        same = recorded[recorded["sha256"] == digest]  # a table hashed with frame_digest (logged by hand)
+        if same.empty:  # a file hashed by the runner: the data given is that version when the file is unchanged and holds this very table
+            same = recorded[[is_file(p) and file_sha256(p) == h and frame_digest(read_table(p)) == digest
+                             for p, h in zip(recorded["path"], recorded["sha256"])]]
+    by = recorded["step"].iloc[0] if len(recorded) else None
+    where = f"step '{by}' (run {rec.steps[by].info.run_id[:8]})" if by in rec.steps else f"run {run_id[:8]}"
+    checked_hash = f"file sha256 {file_sha256(loaded['data'])[:12]}…" if "data" in loaded else f"sha256 {digest[:12]}…"
+    rule = "the record names the training data's hash, and the data checked has that hash"
     if recorded.empty: item("data version", "fail", f"run {run_id[:8]} recorded no data version: nobody can tell what the model was trained on", rule)
-    elif digest in set(recorded["sha256"]):
-        r = recorded[recorded["sha256"] == digest].iloc[0]
-        item("data version", "pass", f"'{r['name']}' sha256 {digest[:12]}… recorded on run {run_id[:8]} is the data checked ({len(data):,} rows)", rule)
-    else: item("data version", "fail", f"the data checked (sha256 {digest[:12]}…, {len(data):,} rows) is not what run {run_id[:8]} recorded "
-               f"({', '.join(s[:12] + '…' for s in recorded['sha256'])}): it changed since training", rule)
+    elif len(same):
+        r = same.iloc[0]
+        item("data version", "pass", f"'{r['dataset'] if isinstance(r['dataset'], str) and r['dataset'] else r['name']}' sha256 {r['sha256'][:12]}… recorded by {where} is the data checked ({len(data):,} rows)", rule)
+    else: item("data version", "fail", f"the data checked ({checked_hash}, {len(data):,} rows) is not what {where} recorded "
+               f"({', '.join(h[:12] + '…' for h in recorded['sha256'])}): it changed since training", rule)
 
     X, y = test[features], test[target]
-    now, logged = evaluate(model, X, y), run.data.metrics
-    compared = {k: (logged[k], v) for k, v in now.items() if k in logged and np.isfinite(v)}
-    off = {k: (a, b) for k, (a, b) in compared.items() if abs(a - b) > T["metric_tolerance"]}
-    rule = f"the registered model, loaded back, gives the run's test metrics (within {T['metric_tolerance']:g}), and the run recorded its seed"
+    now = evaluate(model, X, y)
+    compared = {k: (rec.metrics[k], v) for k, v in now.items() if k in rec.metrics and np.isfinite(v)}
+    def tolerance(k): return max(T["metric_tolerance"], 5e-5) if k in rec.from_tags else T["metric_tolerance"]  # tags keep 4 decimals
+    off = {k: (a, b) for k, (a, b) in compared.items() if abs(a - b) > tolerance(k)}
+    source = "the version's test_* tags" if set(compared) & set(rec.from_tags) else f"run {run_id[:8]}"
+    rule = (f"the registered model, loaded back, gives the recorded test metrics (within {T['metric_tolerance']:g}; 0.00005 for the 4 decimals of a "
+            "version's tags), and the training run recorded its seed")
     if not compared: item("reproducibility", "fail", f"run {run_id[:8]} recorded none of the test metrics {', '.join(now)}", rule)
     elif off: item("reproducibility", "fail", "recomputed on the test rows: " + "; ".join(f"{k} {b:.4f}, recorded {a:.4f}" for k, (a, b) in off.items())
-                   + " (other test rows, or another model)", rule)
+                   + f" in {source} (other test rows, or another model)", rule)
     else:
-        seed = run.data.params.get("seed")
-        item("reproducibility", "pass" if seed is not None else "warn", f"{', '.join(f'{k} {b:.3f}' for k, (_, b) in compared.items())} reproduced; "
-             f"model file sha256 {model_sha[:12]}…; " + (f"seed {seed}" if seed is not None else "no seed recorded: training again may give another model"), rule)
+        seed = rec.params.get("seed")
+        item("reproducibility", "pass" if seed is not None else "warn", f"{', '.join(f'{k} {b:.3f}' for k, (_, b) in compared.items())} reproduced "
+             f"({source}); model file sha256 {model_sha[:12]}…; " + (f"seed {seed}" if seed is not None else "no seed recorded: training again may give another model"), rule)
 
     rule, table = "no input feature drifted between the training data and the current batch (warn: some did; fail: the retrain trigger fires)", None
-    if current is None: item("drift", "warn", "not checked: no production batch given (check it before deploying, and keep checking after)", rule)
-    else:
+    watched = _monitoring(rec) if current is None else None
+    if current is not None:
         table = drift_table(data, current, columns=features)
         retrain, reasons = retrain_decision(table)
         drifted = list(table.index[table["drifted"].astype(bool)])
         if retrain: item("drift", "fail", "; ".join(reasons), rule)
         elif drifted: item("drift", "warn", f"{len(drifted)} of {len(table)} features drifted: {', '.join(drifted)}", rule)
         else: item("drift", "pass", f"none of {len(table)} features drifted ({len(current):,} current rows)", rule)
+    elif watched is not None:
+        m, p = watched.data.metrics, watched.data.params
+        n, share = int(m.get("drifted_features", 0)), m["drifted_share"]
+        seen = f"step '{watched.data.tags.get('mlops_course.step', watched.info.run_name)}' (run {watched.info.run_id[:8]}, {_when(watched.info.start_time)})"
+        if p.get("retrain") == "True": item("drift", "fail", f"{seen} says retrain: {p.get('retrain_reasons', '')}", rule)
+        elif n: item("drift", "warn", f"{seen}: {n} features drifted ({share:.0%} of them), below the retrain trigger", rule)
+        else: item("drift", "pass", f"{seen}: no feature drifted in the production batch", rule)
+    else: item("drift", "warn", "not checked: no production batch given and no monitoring recorded for this version (check it before deploying, and keep checking after)", rule)
 
     fair = fairness_table(y, model.predict(X), groups, int(T["min_positives"]))
     judged = fair[fair["judged"]]
@@ -544,7 +706,7 @@ def risk_checklist(
         gap = float(judged["recall"].max() - judged["recall"].min())
         per = ", ".join(f"{g} {r:.2f}" for g, r in judged["recall"].items())
         item("fairness", "pass" if gap <= T["recall_gap"] else "fail", f"recall per {group_name}: {per}; gap {gap:.2f}", rule)
-    return RiskChecklist(name, version, run_id, uri, pd.DataFrame(items, columns=["item", "status", "evidence", "rule"]),
+    return RiskChecklist(name, version, run_id, rec.uri, pd.DataFrame(items, columns=["item", "status", "evidence", "rule"]),
                          fair, group_name, table, digest, model_sha, T)
 
 # %% ../nbs/05_why_mlops.ipynb #8f1fce48

@@ -92,6 +92,35 @@ def test_lineage_says_which_data_trained_the_production_model(course):
     assert labels[labels.index("churn-model") + 1:] == [f"@{a}" for a in lin.aliases] and "prod" in lin.aliases and "train.parquet" in labels
 
 
+def test_model_card_and_risk_checklist_read_the_pipelines_record(course):
+    "The model the pipeline registered gets its card and checklist from the pipeline's own record: version tags, step runs, data versions."
+    from mlflow.artifacts import download_artifacts
+    from mlops_course.reports import model_card, risk_checklist
+    _, env, settings = course
+    uri, data = settings.tracking_uri, settings.work_dir/"pipelines/course/data"
+    prod = MlflowClient(uri).get_model_version_by_alias("churn-model", "prod")
+    assert prod.description.startswith("Which customers will cancel") and "held-out rows" in prod.description
+    card = model_card("churn-model", alias="prod", tracking_uri=uri)
+    assert card.run_id == prod.run_id and card.metrics["recall"] == float(prod.tags["test_recall"])
+    assert card.how_well[0].startswith("It finds about") and "customers who will leave" in card.how_well[0]
+    assert card.objective.startswith("f1 (") and card.gate.startswith("promoted")
+    roles = card.data.set_index("role")
+    assert roles.loc["trained on", "sha256"] == file_sha256(data/"train.parquet") and roles.loc["trained on", "step"] == "train"
+    assert roles.loc["tested on", "sha256"] == file_sha256(data/"test.parquet") and roles.loc["source", "step"] == "ingest"
+    logged = download_artifacts(run_id=prod.run_id, artifact_path="reports/model_card.html", tracking_uri=uri)  # by register, again by gate
+    assert "Quality gate: promoted" in open(logged, encoding="utf-8").read()
+    def age(rows): return pd.cut(rows["age"], [18, 45, 91], right=False, labels=["18-44", "45+"]).rename("age band")
+    checklist = risk_checklist("churn-model", group=age, alias="prod", tracking_uri=uri)  # data, test and drift from the record
+    items = checklist.items.set_index("item")
+    assert items.loc["data contract", "status"] == "pass" and "step 'validate'" in items.loc["data contract", "evidence"]
+    assert items.loc["data version", "status"] == "pass" and items.loc["reproducibility", "status"] == "pass", items.evidence.tolist()
+    assert "test_* tags" in items.loc["reproducibility", "evidence"] and "seed 42" in items.loc["reproducibility", "evidence"]
+    assert items.loc["drift", "status"] in ("pass", "warn") and "step 'monitor'" in items.loc["drift", "evidence"]
+    assert checklist.fairness["rows"].sum() == len(pd.read_parquet(data/"test.parquet"))
+    changed = risk_checklist("churn-model", pd.read_parquet(data/"train.parquet").iloc[1:], group="region", alias="prod", tracking_uri=uri)
+    assert changed.items.set_index("item").loc["data version", "status"] == "fail"  # the data changed since training: the record says so
+
+
 def test_the_production_model_answers_curl(course):
     _, env, settings = course
     with socket.socket() as s:

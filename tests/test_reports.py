@@ -1,5 +1,6 @@
 """mlops_course.reports against a real MLflow store and a real registered model: the objectives, the model card, the risk
-checklist, and their HTML pages (written atomically: a failure leaves no partial file and an older page whole)."""
+checklist, and their HTML pages (written atomically: a failure leaves no partial file and an older page whole). The card and
+the checklist on a model the course pipeline made are tested with the pipeline's run, in tests/test_course_pipeline.py."""
 import json
 import resource
 import signal
@@ -51,6 +52,14 @@ def store(tmp_path_factory):
         client.create_model_version(NAME, source, run_id=bare.info.run_id)
         client.create_registered_model("undescribed")
         client.create_model_version("undescribed", source, run_id=run.info.run_id)
+        # as the pipeline's register step records a model: its run holds no metrics; the test metrics are the version's test_* tags
+        tagged = client.create_run(exp, run_name="register")
+        client.log_param(tagged.info.run_id, "seed", "42"); client.log_param(tagged.info.run_id, "metric", "recall")
+        client.create_registered_model("tagged")
+        client.create_model_version("tagged", source, run_id=tagged.info.run_id, description="Which customers will cancel (said by the version).")
+        tags = {f"test_{k}": f"{v:.4f}" for k, v in evaluate(model, test[features], test["target"]).items()}
+        for k, v in {**tags, "test_prevalence": f"{test['target'].mean():.4f}", "gate.decision": "promote", "gate.reason": "recall 0.6 >= 0.5"}.items():
+            client.set_model_version_tag("tagged", "1", k, v)
     finally: mlflow.set_tracking_uri(before)
     return dict(uri=uri, client=client, train=train, test=test, model=model, features=features, run_id=run.info.run_id,
                 metrics=evaluate(model, test[features], test["target"]), tmp=tmp, info=info)
@@ -162,6 +171,18 @@ def test_model_card_errors_say_what_to_record(store):
     raises(lambda: model_card(NAME, version=1, limits=["ok", ""], tracking_uri=uri), "limits must be a list")
 
 
+def test_model_card_reads_the_test_metrics_a_pipeline_copies_onto_the_version(store):
+    "A version whose run has no metrics, tagged as the register step does: the card reads the tags (gates.metrics_of), the objective and the gate."
+    card = model_card("tagged", version=1, tracking_uri=store["uri"])
+    m = store["metrics"]
+    assert card.metrics["recall"] == float(f"{m['recall']:.4f}") and "prevalence" in card.metrics
+    assert card.predicts == "Which customers will cancel (said by the version)."     # no model description: the version's
+    assert card.objective.startswith("recall (find as many of the positive cases as possible")
+    assert card.gate == "promoted (recall 0.6 >= 0.5)" and "Quality gate: promoted" in card.to_html()
+    assert any("1 in 3 cases" in s for s in card.how_well)                           # prevalence, from test_prevalence
+    assert card.limits == ["The data it was trained on was not recorded: nobody can check or reproduce it."]
+
+
 # ---------------------------------------------------------------- the risk checklist (real store)
 
 def _status(checklist) -> dict:
@@ -210,11 +231,55 @@ def test_risk_checklist_fails_what_broke(store):
     assert _status(few)["fairness"] == "warn" and "too few" in few.items.set_index("item").loc["fairness", "evidence"]
 
 
+def test_risk_checklist_on_version_tags_and_a_group_function(store):
+    "Reproducibility against the version's test_* tags (4 decimals); a group computed from the test rows; a changed tag fails."
+    from mlops_course.data import make_churn
+    uri, train, test = store["uri"], store["train"], store["test"]
+    def bands(rows): return pd.cut(rows["age"], [18, 45, 91], right=False, labels=["18-44", "45+"]).rename("age band")
+    c = risk_checklist("tagged", train, test, bands, version=1, current=make_churn(2000, seed=11), tracking_uri=uri)
+    s = _status(c)
+    assert s["reproducibility"] == "pass" and "the version's test_* tags" in c.items.set_index("item").loc["reproducibility", "evidence"]
+    assert s["data version"] == "fail" and c.group == "age band" and c.fairness.index.tolist() == ["18-44", "45+", MISSING_GROUP]
+    store["client"].set_model_version_tag("tagged", "1", "test_recall", f"{store['metrics']['recall'] + 0.001:.4f}")
+    try:
+        off = risk_checklist("tagged", train, test, "region", version=1, tracking_uri=uri)
+        assert _status(off)["reproducibility"] == "fail" and "recall" in off.items.set_index("item").loc["reproducibility", "evidence"]
+    finally: store["client"].set_model_version_tag("tagged", "1", "test_recall", f"{store['metrics']['recall']:.4f}")
+    raises(lambda: risk_checklist("tagged", train, test, lambda rows: rows["shoe"], version=1, tracking_uri=uri), "group: the function failed", "shoe")
+    # a hand-logged run names no file: without data= or test= the checklist says what to give
+    raises(lambda: risk_checklist(NAME, None, test, "region", version=1, tracking_uri=uri), "give data=")
+    raises(lambda: risk_checklist(NAME, train, None, "region", version=1, tracking_uri=uri), "give test=")
+    raises(lambda: risk_checklist(NAME, train, test, version=1, tracking_uri=uri), "needs group=")
+
+
+def test_the_course_pipeline_has_one_business_objective(tmp_path):
+    "course.yaml's shared `metric` reaches every step that judges a model; one override changes it for all of them."
+    from conftest import ROOT
+    from mlops_course.config import load_settings
+    from mlops_course.pipeline import load_spec
+    settings = load_settings(env={"MLOPS_COURSE_WORK_DIR": str(tmp_path/"work")}, create_work_dir=False)
+    def objectives(*overrides):
+        spec = load_spec(ROOT/"nbs/pipeline/course.yaml", list(overrides), settings)
+        return {n: s.parameters["metric"] for n, s in spec.steps.items() if "metric" in s.parameters}
+    assert objectives() == {"train": "f1", "gate": "f1", "monitor": "f1"}
+    assert objectives("metric=recall") == {"train": "recall", "gate": "recall", "monitor": "recall"}
+    assert objectives("metric=recall", "gate.metric=precision")["gate"] == "precision"   # a step's own value still wins
+
+
+def test_the_train_step_refuses_an_objective_the_pipeline_cannot_judge(tmp_path, monkeypatch):
+    "train.ipynb, run in a real kernel with metric='roc', stops at once with an error naming the step, the parameter and the valid values."
+    from conftest import ROOT
+    from mlops_course.notebooks import execute_notebook
+    monkeypatch.setenv("MLOPS_COURSE_WORK_DIR", str(tmp_path/"work"))
+    run = execute_notebook(ROOT/"nbs/pipeline/train.ipynb", tmp_path/"train.ipynb", {"metric": "roc"}, cwd=tmp_path)
+    assert run.status == "failed" and "step train: parameter metric = 'roc'" in run.error and "accuracy, precision, recall, f1" in run.error, run.error
+
+
 def test_risk_checklist_refuses_bad_input(store):
     uri, train, test = store["uri"], store["train"], store["test"]
     raises(lambda: risk_checklist(NAME, train, test, "shoe_size", version=1, tracking_uri=uri), "no column 'shoe_size'")
     raises(lambda: risk_checklist(NAME, train, test, test["region"].iloc[1:], version=1, tracking_uri=uri), "one per test row")
-    raises(lambda: risk_checklist(NAME, train, test, ["north"], version=1, tracking_uri=uri), "column name", "Series")
+    raises(lambda: risk_checklist(NAME, train, test, ["north"], version=1, tracking_uri=uri), "column name", "Series", "function")
     raises(lambda: risk_checklist(NAME, train.drop(columns="target"), test, "region", version=1, tracking_uri=uri), "data has no target column 'target'")
     raises(lambda: risk_checklist(NAME, train, test.drop(columns="tenure_months"), "region", version=1, tracking_uri=uri), "tenure_months")
     raises(lambda: risk_checklist(NAME, train, "test.csv", "region", version=1, tracking_uri=uri), "test must be a pandas DataFrame")
