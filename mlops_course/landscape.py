@@ -395,7 +395,7 @@ TOOLS += (  # the DataOps half of the survey, presented in chapter 12
           "No feature store: the guarantee one gives — each training row sees features as they were at its time — done with pandas' merge_asof or DuckDB's ASOF JOIN.",
           "Offline training sets from timestamped features, when no online store is needed.",
           "open-source self-hosted single-machine point-in-time", "https://pandas.pydata.org/docs/reference/api/pandas.merge_asof.html",
-          "chapter 12 measures the leakage a naive join causes and removes it", ("merge_asof", "ASOF JOIN", "workbench")),
+          "a stand-in, not a feature store: chapter 12 builds a training set with pandas' merge_asof by customer and time, checks that no future value leaks into it, and measures the leakage a naive join causes", ("merge_asof", "ASOF JOIN", "workbench")),
     _tool("Feast", "feature_store",
           "An open-source feature store: feature definitions in Python; an offline store (files or a warehouse) for point-in-time-correct training sets; an online store (SQLite locally, Redis and others) holding the latest value of each feature for low-latency reads.",
           "You want one definition of each feature for training and serving, on infrastructure you choose.",
@@ -449,7 +449,7 @@ TOOLS += (  # the DataOps half of the survey, presented in chapter 12
           "This course's lineage, rebuilt from the tracking store: which step wrote each file (by its hash) and which steps read it, back from a registered model to the data that trained it.",
           "Answering 'where did this model's data come from' in a project that already records runs.",
           "open-source self-hosted single-machine lineage", "https://mlflow.org/docs/latest/ml/dataset/",
-          "lineage of pipeline runs and model versions (mlops_course.versioning.data_lineage, mlops_course.registry.lineage)", ("mlops_course.versioning", "workbench")),
+          "lineage of pipeline runs and model versions (mlops_course.versioning.data_lineage, mlops_course.registry.lineage); for the catalog side a stand-in: chapter 12 lists and searches every dataset the tracking store recorded (no owners or descriptions)", ("mlops_course.versioning", "workbench")),
     _tool("OpenLineage + Marquez", "lineage",
           "OpenLineage is an open standard for lineage events that jobs emit (integrations exist for Airflow, Spark, dbt and others); Marquez is its reference server that stores and shows them.",
           "Lineage across several tools without tying them to one vendor.",
@@ -660,10 +660,14 @@ def review_stack(
         if cat not in stack or stack[cat] is None:
             findings.append((cat, "", "", f"no tool chosen for {cat} ({CATEGORIES[cat].name})")); continue
         name, because, _ = _choice(stack[cat], cat)
-        cited[cat] = set(because)
+        cited[cat] = {b for b in because if b in sc.constraints and cat in CONSTRAINTS[b].needs}
         for b in because:
             if b not in sc.constraints:
                 findings.append((cat, name, b, f"'{b}' is not a constraint of this scenario; its constraints are: {', '.join(sc.constraints)}"))
+            elif cat not in CONSTRAINTS[b].needs:  # a reason must bear on the choice it is given for
+                bears = [c for c in sc.categories if c in CONSTRAINTS[b].needs]
+                findings.append((cat, name, b, f"'{b}' does not bear on {cat}: here it constrains {', '.join(bears)} only "
+                                 f"({CONSTRAINTS[b].says})"))
         tool = find_tool(cat, name)
         if tool is None:
             elsewhere = [k for k in CATEGORIES if find_tool(k, name)]

@@ -247,3 +247,56 @@ def test_run_anomalies_on_a_real_pipeline_record(tmp_path):
     assert math.isclose(health.loc["score", "failure_rate"], 1 / 17)
     raises(lambda: run_anomalies(history, columns="*.latency"), "no column '*.latency'")
     raises(lambda: run_anomalies(history.drop(columns="status")), "run_history")
+
+
+def test_release_history_and_delivery_metrics_from_real_promotions_and_a_rollback(store):
+    "promote and rollback write the registry's tags; release_history reads them back and delivery_metrics counts DORA's four numbers."
+    from mlops_course.gates import delivery_metrics, release_history
+    from mlops_course.registry import promote, rollback
+    client, uri = store["client"], store["uri"]
+    client.create_registered_model("release-model")
+    for v in (1, 2, 3):
+        client.create_model_version("release-model", source="unused", run_id=store["runs"][v])
+    for v, decision in ((1, "promote"), (2, "promote"), (3, "refuse")):
+        client.set_model_version_tag("release-model", str(v), "gate.decision", decision)
+    promote("release-model", 1, "prod", tracking_uri=uri)
+    promote("release-model", 2, "prod", tracking_uri=uri)
+    promote("release-model", 3, "prod", reason="pushed by hand", tracking_uri=uri)
+    assert rollback("release-model", "prod", tracking_uri=uri) == "2"
+    h = release_history("release-model", tracking_uri=uri)
+    assert h["version"].tolist() == [1, 2, 3] and h["replaced"].tolist() == ["", "1", "2"]
+    assert h["holds_alias"].tolist() == [False, True, False] and h["rolled_back"].notna().tolist() == [False, False, True]
+    assert (h["lead_seconds"] >= 0).all() and h["restore_seconds"].notna().sum() == 1
+    m = delivery_metrics(h)
+    assert m["deployments"] == 3 and m["refused_by_gate"] == 1 and math.isclose(m["change_failure_rate"], 1 / 3)
+    # another alias has no deployments: the rates are unknown, not zero
+    empty = delivery_metrics(release_history("release-model", alias="staging", tracking_uri=uri))
+    assert empty["deployments"] == 0 and np.isnan(empty["lead_time_seconds"]) and np.isnan(empty["change_failure_rate"])
+    raises(lambda: release_history("no-model", tracking_uri=uri), "no registered model 'no-model'", "release-model")
+    raises(lambda: release_history("release-model", tracking_uri=f"sqlite:///{store['tmp']}/missing.db"), "no MLflow store")
+    raises(lambda: delivery_metrics(h.drop(columns="promoted")), "release_history")
+
+
+def test_delivery_metrics_arithmetic_on_registry_tags_written_at_known_times(store):
+    "Tags as promote/rollback write them, at chosen times: lead times, the gap between deployments, restore time, a stale rollback."
+    from mlops_course.gates import delivery_metrics, release_history
+    client, uri = store["client"], store["uri"]
+    client.create_registered_model("timed-model")
+    created = []
+    for v in (1, 2, 3):
+        mv = client.create_model_version("timed-model", source="unused", run_id=store["runs"][v])
+        created.append(pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").floor("s"))
+    at = lambda i, s: (created[i] + pd.Timedelta(seconds=s)).isoformat()
+    tags = {1: {"prod.promoted_at": at(0, 60), "prod.previous": ""},
+            2: {"prod.promoted_at": at(1, 3_600), "prod.previous": "1", "prod.rolled_back_at": at(1, 10)},  # rolled back before its last promotion
+            3: {"prod.promoted_at": at(2, 7_200), "prod.previous": "2", "prod.rolled_back_at": at(2, 7_200 + 900)}}
+    for v, t in tags.items():
+        for k, x in t.items(): client.set_model_version_tag("timed-model", str(v), k, x)
+    h = release_history("timed-model", tracking_uri=uri)
+    assert h["lead_seconds"].tolist() == [60.0, 3_600.0, 7_200.0]
+    assert h["rolled_back"].notna().tolist() == [False, False, True] and h["restore_seconds"].iloc[2] == 900.0
+    m = delivery_metrics(h)
+    assert m["lead_time_seconds"] == 3_600.0 and m["time_to_restore_seconds"] == 900.0 and math.isclose(m["change_failure_rate"], 1 / 3)
+    promoted = sorted(pd.Timestamp(t["prod.promoted_at"]) for t in tags.values())
+    gaps = [(b - a).total_seconds() for a, b in zip(promoted, promoted[1:])]
+    assert m["median_seconds_between_deployments"] == float(np.median(gaps))

@@ -110,3 +110,36 @@ def test_the_figure_marks_the_categories_with_findings():
     assert len(red) == 1  # only the serving box
     plain = plot_landscape("DataOps")
     assert "mlops_course.validation" in {t.get_text() for t in plain.axes[0].texts}
+
+
+# the exercises' answers (chapters 11 and 12): one tool per category that fits every constraint of the scenario
+SOLUTION_TOOLS = {
+    "clinic": {"tracking": "MLflow", "registry": "MLflow", "pipelines": "Apache Airflow", "serving": "Workbench model server",
+               "monitoring": "Evidently"},
+    "fraud": {"registry": "Amazon SageMaker Model Registry", "serving": "Amazon SageMaker AI endpoints",
+              "monitoring": "Prometheus + Grafana", "compute": "Amazon SageMaker AI training jobs"},
+    "credit": {"validation": "Great Expectations", "versioning": "DVC", "orchestration": "Dagster", "lineage": "OpenLineage + Marquez"},
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SOLUTION_TOOLS))
+def test_citing_every_constraint_on_every_choice_is_refused(scenario):
+    "Right tools, every constraint cited everywhere: each reason that does not bear on its category is a finding; the relevant ones pass."
+    sc = SCENARIOS[scenario]
+    everything = {cat: (tool, list(sc.constraints)) for cat, tool in SOLUTION_TOOLS[scenario].items()}
+    found = review_stack(everything, scenario)
+    irrelevant = {(cat, k) for cat in sc.categories for k in sc.constraints if cat not in CONSTRAINTS[k].needs}
+    assert irrelevant and set(zip(found.category, found.constraint)) == irrelevant, found.to_dict("records")
+    assert found.finding.str.contains("does not bear on").all()
+    relevant = {cat: (tool, [k for k in sc.constraints if cat in CONSTRAINTS[k].needs]) for cat, tool in SOLUTION_TOOLS[scenario].items()}
+    assert review_stack(relevant, scenario).empty
+
+
+def test_a_reason_cited_only_where_it_does_not_bear_does_not_count_as_cited():
+    "'regulated' given for serving only: a finding there, and the registry still lacks the reason."
+    stack = {"tracking": ("MLflow", ["on_premises", "small_team"]), "registry": ("MLflow", ["on_premises"]),
+             "pipelines": ("Apache Airflow", ["nightly_batch"]), "serving": ("Workbench model server", ["regulated", "nightly_batch"]),
+             "monitoring": "Evidently"}
+    found = review_stack(stack, "clinic")
+    assert ("serving", "regulated") in set(zip(found.category, found.constraint))
+    assert found.finding.str.contains("no choice gives 'regulated' as a reason").any()
