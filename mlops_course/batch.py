@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from .config import Settings, load_settings
-from .core import WorkbenchError, atomic_path
+from .core import WorkbenchError, atomic_path, file_sha256
 from .notebooks import cwd_kernel_manager, execute_notebook
 from .pipeline import (NAME_RE, STEP_LOG, STEP_RUN_ENV, check_parameters, read_yaml, _check_name, _check_value, _collect_step_log,
                                    _effective_parameters, _kill_kernels, _literal_parameters,
@@ -32,7 +32,8 @@ if TYPE_CHECKING: import pandas as pd  # imported where a table is made
 
 # %% auto #0
 __all__ = ['STATUSES', 'GRID_KEYS', 'STATUS_COLOURS', 'COMMAND', 'HELP', 'Job', 'JobResult', 'load_grid', 'make_jobs',
-           'stop_workers', 'BatchResult', 'run_batch', 'plot_sweep', 'configure_parser', 'command']
+           'landlock_abi', 'confinement', 'stop_workers', 'BatchResult', 'run_batch', 'plot_sweep', 'configure_parser',
+           'command']
 
 # %% ../nbs/13a_batches.ipynb #b844643e
 STATUSES = ("ok", "failed", "timeout", "dead kernel", "reused", "killed")  # what can happen to a job
@@ -45,6 +46,7 @@ class Job:
     parameters: dict = field(default_factory=dict)  # injected after the cell tagged `parameters`
     cwd: Path | None = None  # the kernel's working folder; None: a fresh folder OUT_DIR/<name>/
     files: list[Path] = field(default_factory=list)  # copied into the working folder before the notebook runs
+    confine: Path | None = None  # a folder holding `cwd`: the kernel may write only there, read only there and the Python environment, and signal no process outside (Landlock; see *Confined kernels*)
 
 @dataclass
 class JobResult:
@@ -62,6 +64,7 @@ class JobResult:
     metrics: dict = field(default_factory=dict)  # what the notebook logged, read back from its run
     workdir: Path | None = None  # the kernel's working folder
     worker: str = ""  # host:pid of the process that ran it
+    confinement: str = ""  # for a confined job: how its kernel was confined, e.g. "Landlock ABI 7 (...)", or "none: <why>"
 
 # %% ../nbs/13a_batches.ipynb #9647a069
 def _check_parameters(notebook: Path, parameters: dict, where: str) -> dict:
@@ -82,7 +85,10 @@ def _check_job(job: Job) -> Job:
     if missing: raise WorkbenchError(f"{where}: file(s) to copy do not exist: {', '.join(missing)}")
     cwd = Path(job.cwd).expanduser().resolve() if job.cwd is not None else None
     if cwd is not None and not cwd.is_dir(): raise WorkbenchError(f"{where}: working folder '{cwd}' does not exist")
-    return Job(job.name, nb, _check_parameters(nb, dict(job.parameters), where), cwd, files)
+    confine = Path(job.confine).expanduser().resolve() if job.confine is not None else None
+    if confine is not None and (cwd is None or not cwd.is_relative_to(confine)):
+        raise WorkbenchError(f"{where}: a confined job needs a working folder (cwd) inside its folder '{confine}'")
+    return Job(job.name, nb, _check_parameters(nb, dict(job.parameters), where), cwd, files, confine)
 
 # %% ../nbs/13a_batches.ipynb #a97d4905
 GRID_KEYS = ("grid", "sets")
@@ -188,6 +194,9 @@ def _become_kernel(req: dict, sock, reader) -> None:
         # the kernel exits if the zygote (hence its worker) goes; ipykernel read JPY_PARENT_PID at import, in the zygote: say it again
         os.environ["JPY_PARENT_PID"] = str(os.getppid())
         sys.argv = [*req["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"]
+        import tempfile
+        tempfile.tempdir = None  # found again from this environment's TMPDIR
+        if req.get("confine"): _confine(req["confine"])  # before any of the kernel's own code runs
         from ipykernel import kernelapp
         kernelapp.launch_new_instance()
         code, clean = 0, True
@@ -220,10 +229,10 @@ class _Zygote:
         theirs.close()
         self.sock, self.reader, self.lock = mine, mine.makefile("rb"), threading.Lock()
 
-    def fork(self, argv: list[str], cwd: str, env: dict, stderr: str) -> int:
-        "Ask for a kernel process; return its pid."
+    def fork(self, argv: list[str], cwd: str, env: dict, stderr: str, confine: dict | None = None) -> int:
+        "Ask for a kernel process (confined to `confine`'s rules when given); return its pid."
         with self.lock:
-            self.sock.sendall((json.dumps(dict(argv=argv, cwd=cwd, env=env, stderr=stderr)) + "\n").encode())
+            self.sock.sendall((json.dumps(dict(argv=argv, cwd=cwd, env=env, stderr=stderr, confine=confine)) + "\n").encode())
             line = self.reader.readline()
         if not line: raise RuntimeError("the kernel zygote exited")
         return json.loads(line)["pid"]
@@ -269,6 +278,134 @@ def _forkable(cmd: list[str]) -> bool:
     "A kernel command the zygote can stand in for: ipykernel on this very interpreter."
     return len(cmd) >= 3 and cmd[0] == sys.executable and cmd[1:3] == ["-m", "ipykernel_launcher"]
 
+# %% ../nbs/13a_batches.ipynb #7c3e9a51
+# Landlock's system calls (the same numbers on every Linux architecture) and access rights (linux/landlock.h)
+_LL_CREATE, _LL_ADD_RULE, _LL_RESTRICT, _PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP = 444, 445, 446, 38, 24
+_LL_EXECUTE, _LL_WRITE_FILE, _LL_READ_FILE, _LL_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_LL_MAKE_CHAR, _LL_MAKE_BLOCK, _LL_REFER, _LL_TRUNCATE, _LL_IOCTL_DEV = 1 << 6, 1 << 11, 1 << 13, 1 << 14, 1 << 15
+_LL_FILE_RIGHTS = _LL_EXECUTE | _LL_WRITE_FILE | _LL_READ_FILE | _LL_TRUNCATE | _LL_IOCTL_DEV  # what a rule on a file (not a folder) may grant
+_LL_READ = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
+_LL_SCOPE_ABSTRACT_UNIX, _LL_SCOPE_SIGNAL = 1 << 0, 1 << 1
+# capabilities a confined kernel that runs as root gives up: loading kernel code, raw devices and memory, mounts, tracing,
+# the clock, the network's configuration, opening files by handle (past any path rule); it keeps what it needs to start
+# PostgreSQL as its own user (setuid, setgid, chown) and to own its files
+_DROPPED_CAPABILITIES = (2, 9, 12, 13, 16, 17, 19, 20, 21, 22, 25, 26, 27, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
+_SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/proc", "/sys")
+_DEVICES = {"/dev/null": _LL_READ_FILE | _LL_WRITE_FILE | _LL_TRUNCATE, "/dev/zero": _LL_READ_FILE, "/dev/full": _LL_READ_FILE | _LL_WRITE_FILE,
+            "/dev/random": _LL_READ_FILE, "/dev/urandom": _LL_READ_FILE}
+
+def _libc():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+def landlock_abi() -> int:
+    "The version of Landlock (Linux's sandbox for unprivileged processes) this machine's kernel offers; 0 when it has none."
+    if not sys.platform.startswith("linux"): return 0
+    import ctypes
+    try: return max(int(_libc().syscall(_LL_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))), 0)  # LANDLOCK_CREATE_RULESET_VERSION
+    except (OSError, AttributeError): return 0
+
+def confinement() -> str:
+    "What a confined kernel started here gets: 'Landlock ABI N (...)', or 'none: <why>'."
+    abi = landlock_abi()
+    if abi == 0: return "none: this system has no Landlock (Linux 5.13 or newer with Landlock enabled is needed)"
+    what = "files" + (", signals" if abi >= 6 else "; signals not confined (Landlock ABI < 6)")
+    return f"Landlock ABI {abi} ({what}" + ("; root's dangerous capabilities dropped" if os.geteuid() == 0 else "") + ")"
+
+def _confine_rules(folders: list[str]) -> dict:
+    "Where a confined kernel may read and write: its `folders` (read and write), the Python environment, this package and the system (read)."
+    import site
+    import mlops_course
+    package = Path(mlops_course.__file__).resolve().parent
+    read = [*_SYSTEM_READ, sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(package), os.path.dirname(sys.executable)]
+    try: read += site.getsitepackages() + [site.getusersitepackages()]
+    except AttributeError: pass
+    here = os.getcwd()
+    read += [p for p in sys.path if p and os.path.isabs(p) and os.path.realpath(p) != here]  # not '' (the kernel's folder) nor the worker's folder
+    return {"write": [str(Path(f).resolve()) for f in folders], "read": sorted(set(read)), "files": dict(_DEVICES), "shm": "/dev/shm"}
+
+def _ruleset(rules: dict) -> int:
+    "A Landlock ruleset file descriptor for `rules` (made by the worker: the kernel only has to enforce it)."
+    import ctypes
+    class Attr(ctypes.Structure):
+        _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+    libc, abi = _libc(), landlock_abi()
+    if abi == 0: raise OSError("Landlock is not available")
+    handled = (1 << 13) - 1 | (_LL_REFER if abi >= 2 else 0) | (_LL_TRUNCATE if abi >= 3 else 0) | (_LL_IOCTL_DEV if abi >= 5 else 0)
+    write = handled & ~(_LL_MAKE_CHAR | _LL_MAKE_BLOCK | _LL_IOCTL_DEV)  # no device nodes in its folder
+    attr = Attr(handled, 0, (_LL_SCOPE_ABSTRACT_UNIX | _LL_SCOPE_SIGNAL) if abi >= 6 else 0)
+    fd = int(libc.syscall(_LL_CREATE, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)))
+    if fd < 0: raise OSError(ctypes.get_errno(), f"landlock_create_ruleset: {os.strerror(ctypes.get_errno())}")
+    def allow(path: str, rights: int) -> None:
+        try: target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError: return  # not on this system
+        try:
+            if not os.path.isdir(path): rights &= _LL_FILE_RIGHTS
+            rule = PathBeneath(rights & handled, target)
+            if libc.syscall(_LL_ADD_RULE, ctypes.c_int(fd), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0)) < 0:
+                raise OSError(ctypes.get_errno(), f"landlock_add_rule({path}): {os.strerror(ctypes.get_errno())}")
+        finally: os.close(target)
+    try:
+        for p in rules["read"]: allow(p, _LL_READ)
+        for p, rights in rules["files"].items(): allow(p, rights)
+        for p in [*rules["write"], rules["shm"]]: allow(p, write | _LL_READ)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+def _restrictor(fd: int) -> Callable[[], None]:
+    "A function that confines its caller to Landlock ruleset `fd`, for good (as root, dropping the dangerous capabilities first); it makes system calls only, so it is safe between fork and exec."
+    import ctypes
+    libc = _libc()
+    prctl, syscall, capset = libc.prctl, libc.syscall, libc.capset
+    class Header(ctypes.Structure): _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+    class Data(ctypes.Structure): _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    header, data, root = Header(0x20080522, 0), (Data * 2)(), os.geteuid() == 0  # _LINUX_CAPABILITY_VERSION_3
+    if root:
+        if libc.capget(ctypes.byref(header), data) != 0: raise OSError(ctypes.get_errno(), "capget")
+        for cap in _DROPPED_CAPABILITIES:
+            for part in ("effective", "permitted", "inheritable"):
+                setattr(data[cap // 32], part, getattr(data[cap // 32], part) & ~(1 << (cap % 32)))
+    header_p, data_p, fd_c, zero = ctypes.byref(header), ctypes.byref(data), ctypes.c_int(fd), ctypes.c_uint32(0)
+    def restrict() -> None:
+        if root:
+            for cap in _DROPPED_CAPABILITIES: prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # no program it runs gets them back (EINVAL: unknown here)
+            if capset(header_p, data_p) != 0: raise OSError(ctypes.get_errno(), "capset: cannot drop capabilities")
+        if prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0: raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        if syscall(_LL_RESTRICT, fd_c, zero) < 0: raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+        os.close(fd)
+    return restrict
+
+def _confine(rules: dict) -> None:
+    "Confine this process (and all it starts) to `rules`, for good."
+    _restrictor(_ruleset(rules))()
+
+def _kernel_home(name: str) -> Path:
+    "A private home and temporary folder for one confined kernel (outside its working folder, so it leaves nothing there)."
+    import tempfile
+    home = Path(tempfile.mkdtemp(prefix=f"mlops-kernel-{name[:40]}-"))
+    home.chmod(0o711)  # others may pass through (PostgreSQL's own user, for a folder handed to it) but not list it
+    cache = Path(os.environ.get("MPLCONFIGDIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home()/".cache")/"matplotlib")
+    fonts = sorted(cache.glob("fontlist-*.json")) if cache.is_dir() else []
+    if fonts:  # matplotlib's font list, built once by the instructor: not rebuilt by every kernel
+        (home/".matplotlib").mkdir()
+        for f in fonts: shutil.copy2(f, home/".matplotlib"/f.name)
+    return home
+
+_HOME_VARIABLES = ("IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+                   "XDG_DATA_HOME", "XDG_RUNTIME_DIR", "PYTHONSTARTUP", "PYTHONUSERBASE")
+
+def _confined_env(env: dict, home: Path) -> dict:
+    "A confined kernel's environment: its home and temporary folder are its own, every other home-like setting gone."
+    out = {k: v for k, v in env.items() if k not in _HOME_VARIABLES}
+    return {**out, "HOME": str(home), "TMPDIR": str(home), "MPLCONFIGDIR": str(home/".matplotlib")}
+
 # %% ../nbs/13a_batches.ipynb #cab2e11b
 _LIVE: dict = {}  # job key -> kernel manager of a kernel running in this process
 
@@ -284,16 +421,21 @@ def _quick_ready(kc) -> None:
         finally: del channel.get_msg
     kc.wait_for_ready = wait_for_ready
 
-def _job_kernel_manager(cwd: Path, stderr: Path, env: dict, key: str, warm: bool) -> type:
-    "A kernel manager class for one attempt of a job: `env` set, started in `cwd` (forked from the zygote when `warm`), registered in _LIVE."
+def _job_kernel_manager(cwd: Path, stderr: Path, env: dict, key: str, warm: bool, confine: dict | None = None, home: Path | None = None) -> type:
+    "A kernel manager class for one attempt of a job: `env` set, started in `cwd` (forked from the zygote when `warm`), confined by `confine`, registered in _LIVE."
     class JobKernelManager(cwd_kernel_manager(cwd, stderr=stderr)):
         async def _async_pre_start_kernel(self, **kw):
             _LIVE[key] = self
+            if home is not None: self.connection_file = str(home/"kernel.json")  # where a confined kernel may read it
             return await super()._async_pre_start_kernel(**{**kw, "env": env})
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             zygote = _zygote() if warm and _forkable(kernel_cmd) else None
-            if zygote is None: return await super()._async_launch_kernel(kernel_cmd, **kw)
-            pid = zygote.fork([kernel_cmd[2], *kernel_cmd[3:]], str(kw.get("cwd") or cwd), dict(kw.get("env") or env), str(stderr))
+            if zygote is None:
+                if confine is None: return await super()._async_launch_kernel(kernel_cmd, **kw)
+                fd = _ruleset(confine)  # made here; the new process only enforces it, between fork and exec
+                try: return await super()._async_launch_kernel(kernel_cmd, **{**kw, "preexec_fn": _restrictor(fd)})
+                finally: os.close(fd)
+            pid = zygote.fork([kernel_cmd[2], *kernel_cmd[3:]], str(kw.get("cwd") or cwd), dict(kw.get("env") or env), str(stderr), confine)
             prov = self.provisioner
             prov.process, prov.pid, prov.pgid, prov.cwd = _ForkedKernel(pid), pid, pid, kw.get("cwd")
             self._reconcile_connection_info(prov.connection_info)
@@ -310,13 +452,14 @@ def _kill_live(keys: Iterable[str] | None = None) -> None:
     "Kill the kernels (and their process groups) of these jobs, or of every job of this process."
     _kill_kernels({k: _LIVE[k] for k in (list(_LIVE) if keys is None else keys) if k in _LIVE})
 
-def _attempt(task: dict, out_nb: Path, workdir: Path, env: dict, key: str) -> tuple[str, str | None, int | None]:
-    "Execute the notebook once, in a fresh kernel; return (status, error, cell)."
+def _attempt(task: dict, out_nb: Path, workdir: Path, env: dict, key: str, confine: dict | None = None,
+             home: Path | None = None) -> tuple[str, str | None, int | None]:
+    "Execute the notebook once, in a fresh kernel (confined to the rules `confine` when given); return (status, error, cell)."
     expired = threading.Event()
     limit = task["notebook_timeout"]
     def expire(): expired.set(); _kill_live([key])
     timer = threading.Timer(limit, expire) if limit else None
-    manager = _job_kernel_manager(workdir, out_nb.with_name("kernel-stderr.log"), env, key, task["warm_kernels"])
+    manager = _job_kernel_manager(workdir, out_nb.with_name("kernel-stderr.log"), env, key, task["warm_kernels"], confine, home)
     if timer: timer.daemon = True; timer.start()
     try: run = execute_notebook(task["notebook"], out_nb, task["parameters"], cell_timeout=task["cell_timeout"], kernel_manager_class=manager)
     finally:
@@ -344,20 +487,48 @@ def _copy_into(files: list[str], folder: Path) -> None:
         if f.is_dir(): shutil.copytree(f, folder/f.name, dirs_exist_ok=True)
         else: shutil.copy2(f, folder/f.name)
 
+_STOPPED: set[str] = set()  # batch runs told to stop (a Dask worker's jobs learn it here)
+_ACTIVE: dict[str, int] = {}  # batch run -> its jobs executing in this process
+
+def _stop_batch(parent_id: str, grace: float = 20.0) -> int:
+    "What Ctrl-C asks of every Dask worker: kill the kernels of batch run `parent_id`, start no further attempt, wait (up to `grace` s) until its jobs are recorded; return how many kernels were killed."
+    _STOPPED.add(parent_id)
+    killed, deadline = set(), time.monotonic() + grace
+    while True:  # again and again: a kernel being started has no process to kill yet
+        keys = [k for k in list(_LIVE) if k.startswith(parent_id + "/")]
+        _kill_live(keys)
+        killed.update(keys)
+        if not _ACTIVE.get(parent_id) or time.monotonic() > deadline: return len(killed)
+        time.sleep(0.05)
+
 def _execute_job(task: dict) -> dict:
     "Run one job of a batch and record it as a child run of the batch run; what a pool worker or a Dask worker calls."
+    start, name, notebook, parent = time.monotonic(), task["name"], Path(task["notebook"]), task["parent_id"]
+    if parent in _STOPPED:  # the batch was interrupted before this job started: nothing to record
+        return dict(name=name, notebook=str(notebook), parameters=task["parameters"], status="killed", seconds=0.0, attempts=0, error="interrupted",
+                    cell=None, output=None, run_id=None, metrics={}, workdir=None, worker="", confinement="")
+    _ACTIVE[parent] = _ACTIVE.get(parent, 0) + 1
+    try: return _execute_job_recorded(task, start)
+    finally: _ACTIVE[parent] -= 1
+
+def _execute_job_recorded(task: dict, start: float) -> dict:
+    "`_execute_job` once it has started: the MLflow child run, the attempts, the record."
     from mlflow.entities import RunTag
-    start, name, notebook = time.monotonic(), task["name"], Path(task["notebook"])
+    name, notebook, parent = task["name"], Path(task["notebook"]), task["parent_id"]
     job_dir = Path(task["out_dir"])/name
     workdir = Path(task["cwd"]) if task["cwd"] else job_dir
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    confine = task.get("confine")
+    how = confinement() if confine else ""
     res = dict(name=name, notebook=str(notebook), parameters=task["parameters"], status="failed", seconds=0.0, attempts=0, error=None,
-               cell=None, output=None, run_id=None, metrics={}, workdir=str(workdir), worker=worker)
+               cell=None, output=None, run_id=None, metrics={}, workdir=str(workdir), worker=worker, confinement=how)
     client = _client(task["tracking_uri"])
-    tags = {**task["tags"], "mlflow.parentRunId": task["parent_id"], "mlops_course.kind": "batch-job", "mlops_course.job": name,
+    tags = {**task["tags"], "mlflow.parentRunId": parent, "mlops_course.kind": "batch-job", "mlops_course.job": name,
             "mlops_course.notebook": str(notebook), "mlops_course.parameters": json.dumps(task["parameters"], sort_keys=True),
             "mlops_course.workdir": str(workdir), "mlops_course.host": socket.gethostname(), "mlops_course.pid": str(os.getpid()),
-            "mlops_course.worker": worker}
+            "mlops_course.worker": worker, **({"mlops_course.confinement": how} if confine else {})}
+    try: tags["mlops_course.notebook_sha256"] = file_sha256(notebook)  # what --only-failed compares: the content that ran
+    except WorkbenchError: pass  # gone: the attempt says so
     run_id = res["run_id"] = client.create_run(task["experiment_id"], run_name=name, tags=tags).info.run_id
     try:
         job_dir.mkdir(parents=True, exist_ok=True); workdir.mkdir(parents=True, exist_ok=True)
@@ -367,10 +538,18 @@ def _execute_job(task: dict) -> dict:
         env = {**(task["environ"] or os.environ), "MLFLOW_TRACKING_URI": task["tracking_uri"], "MLFLOW_RUN_ID": run_id, STEP_RUN_ENV: run_id,
                "MLFLOW_EXPERIMENT_ID": task["experiment_id"], **task["kernel_env"]}
         out_nb = job_dir/f"{name}.ipynb"
-        while True:
+        status, error, cell = "killed", "interrupted", None
+        while parent not in _STOPPED:
             res["attempts"] += 1
             (workdir/STEP_LOG).unlink(missing_ok=True)  # what a dead attempt logged is not this job's result
-            status, error, cell = _attempt(task, out_nb, workdir, env, f"{name}#{res['attempts']}")
+            home = _kernel_home(name) if confine and how.startswith("Landlock") else None
+            try:
+                rules = _confine_rules([confine, str(home)]) if home else None
+                status, error, cell = _attempt(task, out_nb, workdir, _confined_env(env, home) if home else env,
+                                               f"{parent}/{name}#{res['attempts']}", rules, home)
+            finally:
+                if home is not None: shutil.rmtree(home, ignore_errors=True)
+            if parent in _STOPPED: status, error, cell = "killed", "interrupted", None
             if status != "dead kernel" or res["attempts"] > task["retries"]: break
         res.update(status=status, error=error, cell=cell)
         _collect_step_log(client, run_id, workdir)
@@ -379,13 +558,13 @@ def _execute_job(task: dict) -> dict:
             res["output"] = str(out_nb)
         res["metrics"] = client.get_run(run_id).data.metrics
     except Exception as e:  # the record failed: the job fails, with what it has
-        res.update(status="failed", error=f"{type(e).__name__}: {e}")
+        res.update(status="killed" if parent in _STOPPED else "failed", error=f"{type(e).__name__}: {e}")
     finally:
         res["seconds"] = time.monotonic() - start
         info = {"status": res["status"], "attempts": str(res["attempts"]), "seconds": f"{res['seconds']:.3f}", "output": res["output"] or "",
                 "error": (res["error"] or "")[:5000], "cell": "" if res["cell"] is None else str(res["cell"])}
         try: client.log_batch(run_id, tags=[RunTag(f"mlops_course.{k}", v) for k, v in info.items()])
-        finally: client.set_terminated(run_id, "FINISHED" if res["status"] == "ok" else "FAILED")
+        finally: client.set_terminated(run_id, {"ok": "FINISHED", "killed": "KILLED"}.get(res["status"], "FAILED"))
     return res
 
 # %% ../nbs/13a_batches.ipynb #cab8113d
@@ -581,13 +760,17 @@ def _jobs_of(t, run) -> list[Job]:
         try: path = t.download_artifacts(run.info.run_id, "jobs.json", d)
         except Exception as e: raise WorkbenchError(f"batch run {run.info.run_id} has no jobs.json artifact to re-run its jobs from; name the notebooks again") from e
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [Job(j["name"], Path(j["notebook"]), j["parameters"], Path(j["cwd"]) if j["cwd"] else None, [Path(f) for f in j["files"]]) for j in raw]
+    return [Job(j["name"], Path(j["notebook"]), j["parameters"], Path(j["cwd"]) if j["cwd"] else None, [Path(f) for f in j["files"]],
+                Path(j["confine"]) if j.get("confine") else None) for j in raw]
 
 def _reusable(job: Job, child) -> bool:
+    "Whether an earlier job's success stands for `job`: the same notebook, with the same content (its SHA-256), and the same parameters."
     tags = child.data.tags if child is not None else {}
-    return (child is not None and tags.get("mlops_course.status") in ("ok", "reused") and child.info.status == "FINISHED"
+    if not (child is not None and tags.get("mlops_course.status") in ("ok", "reused") and child.info.status == "FINISHED"
             and tags.get("mlops_course.notebook") == str(job.notebook)
-            and tags.get("mlops_course.parameters") == json.dumps(job.parameters, sort_keys=True))
+            and tags.get("mlops_course.parameters") == json.dumps(job.parameters, sort_keys=True)): return False
+    try: return tags.get("mlops_course.notebook_sha256") == file_sha256(job.notebook)  # edited since: it runs again
+    except WorkbenchError: return False
 
 def _reuse(t, job: Job, child, parent_id: str, base_tags: dict) -> JobResult:
     "Record a job of an earlier batch as reused in this one: a child run copying its parameters and metrics."
@@ -621,7 +804,15 @@ class _Interrupted(KeyboardInterrupt):
 
 def _result(d: dict) -> JobResult:
     return JobResult(d["name"], Path(d["notebook"]), d["parameters"], d["status"], d["seconds"], d["attempts"], d["error"], d["cell"],
-                     Path(d["output"]) if d["output"] else None, d["run_id"], d["metrics"], Path(d["workdir"]) if d["workdir"] else None, d["worker"])
+                     Path(d["output"]) if d["output"] else None, d["run_id"], d["metrics"], Path(d["workdir"]) if d["workdir"] else None, d["worker"],
+                     d.get("confinement", ""))
+
+def _stop_dask(client, futures: list, parent_id: str) -> None:
+    "Ctrl-C on a Dask batch: Dask cannot stop a running task, so every worker kills this batch's kernels and records its jobs as killed; the rest is cancelled."
+    import mlops_course.batch as module  # by name, as the jobs were sent
+    try: client.run(module._stop_batch, parent_id)
+    except Exception: pass  # a worker that cannot be reached: its runs are closed as killed below, its kernels die with it
+    client.cancel(futures, force=True)
 
 def _default_out_dir(settings: Settings, name: str) -> Path:
     base = settings.work_dir/"batches"/f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
@@ -676,7 +867,8 @@ def run_batch(
     if out_dir.exists() and any(out_dir.iterdir()): raise WorkbenchError(f"out_dir '{out_dir}' already holds files; give a new or empty folder (nothing was run)")
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir/"jobs.json") as tmp:
-        tmp.write_text(json.dumps([{**asdict(j), "notebook": str(j.notebook), "cwd": str(j.cwd) if j.cwd else None, "files": [str(f) for f in j.files]} for j in jobs], indent=1))
+        tmp.write_text(json.dumps([{**asdict(j), "notebook": str(j.notebook), "cwd": str(j.cwd) if j.cwd else None, "files": [str(f) for f in j.files],
+                                    "confine": str(j.confine) if j.confine else None} for j in jobs], indent=1))
 
     host_tags = {"mlops_course.version": __version__, "mlops_course.batch": name}
     parent = t.create_run(t.experiment_id, run_name=name, tags={**host_tags, "mlops_course.kind": "batch", "mlops_course.host": socket.gethostname(),
@@ -709,7 +901,7 @@ def run_batch(
         # local kernels get this process's environment as it is now; a Dask worker (maybe on another machine) uses its own
         environ = None if scheduler else {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", STEP_RUN_ENV)}
         tasks = {j.name: dict(name=j.name, notebook=str(j.notebook), parameters=j.parameters, cwd=str(j.cwd) if j.cwd else None,
-                              files=[str(f) for f in j.files], out_dir=str(out_dir), parent_id=parent, tracking_uri=t.uri,
+                              files=[str(f) for f in j.files], confine=str(j.confine) if j.confine else None, out_dir=str(out_dir), parent_id=parent, tracking_uri=t.uri,
                               experiment_id=t.experiment_id, tags=host_tags, retries=retries, cell_timeout=cell_timeout,
                               notebook_timeout=notebook_timeout, warm_kernels=warm_kernels, environ=environ, kernel_env=kernel_env) for j in to_run}
         if tasks:
@@ -729,7 +921,7 @@ def run_batch(
         run_status = "FINISHED"
     except KeyboardInterrupt:
         status, run_status = "killed", "KILLED"
-        if dask_client is not None: dask_client.cancel(executor, force=True)
+        if dask_client is not None: _stop_dask(dask_client, executor, parent)
         elif executor is not None: _stop_pool(executor)
     finally:
         if bar is not None: bar.close()
@@ -844,8 +1036,9 @@ def configure_parser(
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://127.0.0.1:8786")
     p.add_argument("--retries", type=int, default=0, metavar="K", help="re-run a job whose kernel died up to K times (default: 0)")
     p.add_argument("--only-failed", metavar="BATCH_RUN", help="re-run only the jobs that did not succeed in that batch run (id, or 'last'); reuse the rest")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit per cell")
-    p.add_argument("--notebook-timeout", type=float, metavar="SECONDS", help="time limit per notebook")
+    p.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="time limit per cell")
+    p.add_argument("--timeout", "--notebook-timeout", dest="timeout", type=float, metavar="SECONDS",
+                   help="time limit per notebook (its kernel is killed), as for mlops-course grade")
     p.add_argument("--out", metavar="DIR", help="a new folder for the results (default: WORK_DIR/batches/TIME-NAME)")
     p.add_argument("--name", default="batch", help="the batch run's name (default: batch)")
     p.add_argument("--cold-kernels", action="store_true", help="start every kernel from scratch instead of forking it from a warm one")
@@ -870,7 +1063,7 @@ def command(args) -> int:
         from tqdm.auto import tqdm
         tqdm.write(f"  ✗  {r.name}: {r.status}" + (f" at In [{r.cell}]" if r.cell is not None else "") + (f": {r.error}" if r.error else ""), file=sys.stdout)
     result = run_batch(jobs, out_dir=args.out, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
-                       cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout, settings=settings, name=args.name,
+                       cell_timeout=args.cell_timeout, notebook_timeout=args.timeout, settings=settings, name=args.name,
                        only_failed=args.only_failed, on_done=done, progress=sys.stderr.isatty(), warm_kernels=not args.cold_kernels)
     df = result.table()
     print()

@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--nbs", metavar="DIR", help="folder of chapter notebooks (default: nbs/ beside settings.ini)")
     c.add_argument("--out", metavar="DIR", help="where executed copies go (default: WORK_DIR/chapters/TIMESTAMP)")
     c.add_argument("--workers", type=int, metavar="N", help="chapters executed at once (default: batch_workers from the settings)")
-    c.add_argument("--timeout", type=float, default=600, metavar="SECONDS", help="time limit per cell (default: 600)")
+    c.add_argument("--cell-timeout", "--timeout", dest="timeout", type=float, default=600, metavar="SECONDS",
+                   help="time limit per cell (default: 600; --timeout is the old spelling)")
     c.set_defaults(func=cmd_chapters)
     r = sub.add_parser("run", help="run a pipeline of notebooks, tracked in MLflow", description=cmd_run.__doc__)
     r.add_argument("spec", nargs="?", metavar="SPEC", help="pipeline spec (YAML); default: pipeline_spec from settings.ini")
@@ -192,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="re-run every step, even those whose inputs did not change")
     r.add_argument("--from", dest="from_step", metavar="STEP", help="re-run STEP and every step downstream of it")
     r.add_argument("--to", dest="to_step", metavar="STEP", help="run only STEP and the steps it depends on")
-    r.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="time limit per cell (a step's own timeout wins)")
+    r.add_argument("--cell-timeout", "--timeout", dest="timeout", type=float, default=None, metavar="SECONDS",
+                   help="time limit per cell (a step's own timeout wins; --timeout is the old spelling)")
     r.set_defaults(func=cmd_run)
     st = sub.add_parser("status", help="the latest pipeline runs", description=cmd_status.__doc__)
     st.add_argument("--limit", type=int, default=10, metavar="N", help="how many runs (default: 10)")

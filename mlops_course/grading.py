@@ -20,9 +20,10 @@ from .core import WorkbenchError, atomic_path
 from .exercises import CHECK_MIME
 
 # %% auto #0
-__all__ = ['GRADE_MIME', 'GRADER_TAG', 'FLAT_SEPARATOR', 'KERNELSPEC', 'COMMAND', 'HELP', 'Exercise', 'reference_exercises',
-           'Submission', 'Inbox', 'find_submissions', 'GradedCell', 'graded_notebook', 'graded_check', 'Marks',
-           'read_grades', 'course_template', 'Grade', 'Gradebook', 'grade', 'configure_parser', 'command']
+__all__ = ['GRADE_MIME', 'GRADER_TAG', 'FLAT_SEPARATOR', 'KERNELSPEC', 'CLONE_FILES', 'COMMAND', 'HELP', 'Exercise',
+           'reference_exercises', 'Submission', 'Inbox', 'find_submissions', 'GradedCell', 'graded_notebook',
+           'trusted_grader', 'Marks', 'read_grades', 'Suspicion', 'find_tampering', 'course_template', 'Grade',
+           'Gradebook', 'grade', 'configure_parser', 'command']
 
 # %% ../nbs/13b_grading.ipynb #e66ea738
 GRADE_MIME = "application/vnd.mlops-course.grade+json"  # the grader's own record: one per injected check cell
@@ -164,24 +165,26 @@ class GradedCell:
     exercise: str  # the exercise id
     cell: int  # index of the cell in the graded notebook (as written: papermill adds cells when a notebook fails)
     key: str  # random, written into the cell's source: a record without it does not count
+    follows: int = 0  # the submitted cell it comes after (its position, from 1; 0: before them all): code there ran before this check
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}  # every submission runs in this kernel
 
-def _preamble(settings_file: str | os.PathLike | None) -> str:
-    "The grader's first cell: a clean environment for the kernel."
+def _preamble(settings_file: str | os.PathLike | None, grader: str) -> str:
+    "The grader's first cell: a clean environment for the kernel, and the grader's function, made before any of the notebook's code runs."
     lines = ["# mlops-course grade: the grader added this cell, and after each exercise a cell with the instructor's check.",
              "# Checks are lenient (a ✗ is a score); the notebook uses the settings and MLflow store of its own folder.",
              "import os as _mlops_os",
              "for _mlops_name in [n for n in _mlops_os.environ if n.startswith(('MLOPS_COURSE_', 'MLFLOW_'))]: del _mlops_os.environ[_mlops_name]"]
     if settings_file is not None: lines.append(f"_mlops_os.environ['MLOPS_COURSE_SETTINGS'] = {str(settings_file)!r}")
+    lines += ["from mlops_course.grading import trusted_grader as _mlops_trusted_grader",
+              f"{grader} = _mlops_trusted_grader()  # everything it uses is taken now, before the notebook's own code",
+              "del _mlops_trusted_grader, _mlops_os"]
     return "\n".join(lines)
 
-def _injected(ex: Exercise, key: str) -> str:
-    "The source of the cell that runs the instructor's check of `ex` and records its result with `key`."
+def _injected(ex: Exercise, key: str, grader: str) -> str:
+    "The source of the cell that runs the instructor's check of `ex` with the grader's function `grader`, recording its result with `key`."
     return (f"# mlops-course grade: the instructor's check of exercise {ex.id}; only this cell's record counts\n"
-            "import importlib as _mlops_importlib, mlops_course.grading as _mlops_grading\n"
-            f"_mlops_check = _mlops_importlib.reload(_mlops_grading).graded_check({key!r}, {ex.id!r})\n"
-            f"_mlops_passed = (lambda check: (\n{ex.check}\n))(_mlops_check)")
+            f"_mlops_passed = {grader}({key!r}, {ex.id!r}, lambda check: (\n{ex.check}\n))")
 
 def _lines(src: str) -> list[str]:
     "`src` split into lines as Python counts them (\\n, \\r\\n or \\r), each with its ending."
@@ -211,55 +214,53 @@ def graded_notebook(
     "The notebook the grader executes for a submission, and where the instructor's checks are in it."
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
     from mlops_course.exercises import _read_nb
-    cells = [new_code_cell(_preamble(settings_file), metadata={"tags": [GRADER_TAG]})]
+    grader = f"_mlops_grader_{secrets.token_hex(6)}"  # a name of its own in each notebook
+    cells = [new_code_cell(_preamble(settings_file, grader), metadata={"tags": [GRADER_TAG]})]
     graded: list[GradedCell] = []
     wanted = {e.id: e for e in exercises}
-    def inject(ex: Exercise) -> None:
+    def inject(ex: Exercise, follows: int) -> None:
         key = secrets.token_hex(16)
-        graded.append(GradedCell(ex.id, len(cells), key))
-        cells.append(new_code_cell(_injected(ex, key), metadata={"tags": [GRADER_TAG], "editable": False, "deletable": False}))
-    for cell in _read_nb(submission).cells:
+        graded.append(GradedCell(ex.id, len(cells), key, follows))
+        cells.append(new_code_cell(_injected(ex, key, grader), metadata={"tags": [GRADER_TAG], "editable": False, "deletable": False}))
+    submitted = _read_nb(submission).cells
+    for n, cell in enumerate(submitted, 1):
         if cell.cell_type == "code":
             src, ids = _without_checks(cell.source)
             cells.append(new_code_cell(src))
             for i in ids:
-                if i in wanted and all(g.exercise != i for g in graded): inject(wanted[i])
+                if i in wanted and all(g.exercise != i for g in graded): inject(wanted[i], n)
         elif cell.cell_type == "markdown":
             cells.append(new_markdown_cell(cell.source))
             if cell.get("attachments"): cells[-1]["attachments"] = cell["attachments"]
     for ex in exercises:
         if all(g.exercise != ex.id for g in graded):
             cells.append(new_markdown_cell(f"*The submission has no check of exercise {ex.id}: the grader runs the instructor's check here, at the end.*"))
-            inject(ex)
+            inject(ex, len(submitted))
     return new_notebook(cells=cells, metadata={"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}), graded
 
 # %% ../nbs/13b_grading.ipynb #0ede7f0e
-def _publish(data: dict) -> None:
-    "Show a rich record in a Jupyter kernel (print its text outside one)."
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-        if get_ipython() is not None: return display(data, raw=True)
-    except ImportError: pass
-    print(data.get("text/plain", ""))
-
-def graded_check(
-    key: str,  # the key the grader wrote into this cell's source
-    exercise: str,  # the exercise this cell grades
-) -> Callable[..., bool]:
-    "In a graded kernel: a `check` that runs a fresh copy of the course's check and records its result with `key`."
-    import importlib
-    import mlops_course.exercises as exercises
-    fresh = importlib.reload(exercises)  # a check the submission redefined, or patched in the module, does not count
-    def graded(exercise_id: str, test, hint: str = "", points: float = 1.0) -> bool:
-        strict = os.environ.pop("MLOPS_COURSE_CHECKS", None)  # a ✗ is a score here, not an exception
-        try: passed = fresh.check(exercise_id, test, hint=hint, points=points) is True and str(exercise_id) == exercise
-        finally:
-            if strict is not None: os.environ["MLOPS_COURSE_CHECKS"] = strict
-        _publish({GRADE_MIME: {"key": key, "exercise": exercise, "passed": passed},
-                  "text/plain": f"(exercise {exercise} recorded for the gradebook)"})
-        return passed
-    return graded
+def trusted_grader() -> Callable[[str, str, Callable], bool]:
+    "In a graded kernel, from the grader's first cell: the function its check cells call, made only of what exists before the notebook's code runs."
+    from IPython import get_ipython
+    shell = get_ipython()
+    # taken now, once: a later `importlib.reload = ...`, a patched module or a replaced builtin does not reach them
+    publish = getattr(getattr(shell, "display_pub", None), "publish", None)
+    mime, _bool, _callable, _type, _str, _print, _Exception = GRADE_MIME, bool, callable, type, str, print, Exception
+    def grade(key: str, exercise: str, run: Callable) -> bool:
+        "Run the instructor's check of `exercise` (`run(check)`), recording its result with `key`: the one record the gradebook reads."
+        def check(exercise_id, test, hint="", points=1.0):
+            error = None
+            try: passed = _bool(test() if _callable(test) else test)  # the rule of `exercises.check`
+            except _Exception as e: passed, error = False, f"{_type(e).__name__}: {e}"
+            passed = passed is True and _str(exercise_id) == exercise
+            text = (f"✓ Exercise {exercise}: passed" if passed else f"✗ Exercise {exercise}: not yet." + (f" Hint: {hint}" if hint else "")
+                    + (f"  [{error}]" if error else ""))
+            record = {"key": key, "exercise": exercise, "passed": passed, "hint": "" if passed else _str(hint), "error": error}
+            if publish is None: _print(text)
+            else: publish(data={mime: record, "text/plain": text + "  (recorded for the gradebook)"}, metadata={})
+            return passed
+        return run(check)
+    return grade
 
 # %% ../nbs/13b_grading.ipynb #bbb67bc5
 @dataclass
@@ -300,7 +301,7 @@ def read_grades(
             ignored += len(grades) + len(checks)
             continue
         mine = [r for r in grades if r.get("key") == g.key and r.get("exercise") == g.exercise]
-        ignored += len(grades) - len(mine) + max(0, len([c for c in checks if c.get("exercise") == g.exercise]) - 1)
+        ignored += len(grades) - len(mine) + len(checks)  # the grader's cell makes no check record of its own
         if not mine: continue  # the check never finished: the notebook stopped in this cell
         results = {r.get("passed") is True for r in mine}
         if len(results) > 1:
@@ -309,10 +310,152 @@ def read_grades(
             marks.notes.append(f"exercise {g.exercise}: {len(mine)} records with the grader's key disagree: tampering suspected, scored 0")
             continue
         marks.passed[g.exercise] = passed = results.pop()
-        own = next((c for c in checks if c.get("exercise") == g.exercise), {})
-        if not passed: marks.details[g.exercise] = own.get("error") or own.get("hint") or ""
+        if not passed: marks.details[g.exercise] = str(mine[0].get("error") or mine[0].get("hint") or "")
     if ignored: marks.notes.append(f"{ignored} check record(s) made outside the grader's cells ignored")
     return marks
+
+# %% ../nbs/13b_grading.ipynb #3e5b7c19
+@dataclass(frozen=True)
+class Suspicion:
+    "Code of a submission that reaches for the grader or the kernel's machinery, found without running it."
+    cell: int  # the cell's position in the submitted notebook, from 1
+    what: str  # what it does, e.g. "rebinds importlib.reload"
+    review: bool = False  # True: only worth a look (code the scan cannot read); False: tampering, the exercises checked after it score 0
+
+# modules whose attributes a submission has no business changing: the grader, the kernel and its messages, the import system
+_GUARDED = {"IPython", "ipykernel", "jupyter_client", "jupyter_core", "zmq", "comm", "traitlets", "tornado", "mlops_course", "importlib",
+            "sys", "builtins", "os", "json", "gc", "inspect", "types", "functools", "ctypes", "nbformat", "nbclient", "papermill"}
+_GRADER_NAMES = {"graded_check", "trusted_grader", "GRADE_MIME", "GRADER_TAG", "read_grades", "graded_notebook"}
+_MACHINERY = {  # attributes through which code reaches the kernel, the interpreter's frames or other objects' insides
+    "display_pub": "the kernel's display publisher", "displayhook": "the display hook", "display_formatter": "the display formatter",
+    "input_transformers_cleanup": "IPython's input transformers", "input_transformers_post": "IPython's input transformers",
+    "input_transformer_manager": "IPython's input transformers", "ast_transformers": "IPython's AST transformers",
+    "user_ns": "the kernel's namespace", "user_global_ns": "the kernel's namespace", "user_ns_hidden": "the kernel's namespace",
+    "history_manager": "the kernel's input history", "run_cell": "the kernel's cell runner", "run_cell_async": "the kernel's cell runner",
+    "run_ast_nodes": "the kernel's cell runner", "run_code": "the kernel's cell runner", "transform_cell": "IPython's input transformers",
+    "register_hook": "a display hook", "pub_socket": "the kernel's sockets", "iopub_socket": "the kernel's sockets", "iopub_thread": "the kernel's sockets",
+    "settrace": "a trace function", "setprofile": "a profile function", "addaudithook": "an audit hook", "_getframe": "the call stack",
+    "f_globals": "a frame's variables", "f_locals": "a frame's variables", "f_back": "the call stack", "f_builtins": "a frame's builtins",
+    "__closure__": "a function's closure", "__globals__": "a function's globals", "__code__": "a function's code", "cell_contents": "a closure cell",
+    "__builtins__": "the builtins", "get_objects": "every object in memory (gc)", "get_referrers": "other objects (gc)",
+    "get_referents": "other objects (gc)", "meta_path": "the import system", "path_hooks": "the import system",
+    "path_importer_cache": "the import system", "modules": "sys.modules"}
+_HISTORY = re.compile(r"^(In|Out|_ih|_oh|_dh|_i\d+)$")
+_GRADER_STRING = re.compile(r"(?<![A-Za-z0-9])_mlops|mlops-course\.grade|mlops_course\.grading")  # in a string: the grader's names, its MIME type
+_DYNAMIC = {"exec", "eval", "compile", "__import__"}
+_ORDINARY = (("os", "environ"), ("sys", "path"), ("sys", "argv"))  # changed by honest notebooks: environment variables, the import path
+
+def _imported_names(trees: list[ast.AST]) -> dict[str, str]:
+    "Local name -> what it refers to in a guarded module ('mlops_course.exercises', 'os.environ', 'IPython' for get_ipython()), from the notebook's imports."
+    names = {"__builtins__": "builtins"}
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] in _GUARDED: names[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] in _GUARDED:
+                for a in node.names: names[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+                  and node.value.func.id == "get_ipython"):
+                for t in node.targets:
+                    if isinstance(t, ast.Name): names[t.id] = "IPython"
+    return names
+
+def _origin(node: ast.AST, names: dict[str, str]) -> list[str] | None:
+    "What an expression like a.b[c].d starts from, as a dotted path in a guarded module (['os', 'environ']), or None when it is not one."
+    attrs = []
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("get_ipython", "globals", "vars", "locals"):
+            return [f"{node.func.id}()"] + attrs[::-1]
+        if isinstance(node, ast.Attribute): attrs.append(node.attr)
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return names[node.id].split(".") + attrs[::-1] if isinstance(node, ast.Name) and node.id in names else None
+
+def _dotted(node: ast.AST) -> str:
+    try: return ast.unparse(node)[:60]
+    except Exception: return type(node).__name__
+
+def _suspicions(tree: ast.AST, names: dict[str, str]) -> list[tuple[str, bool]]:
+    "What one cell's code does that a submission should not: (what, only for review)."
+    found: list[tuple[str, bool]] = []
+    def guarded(node) -> str | None:
+        "How `node` reaches a guarded module, as ' (what it is)' ('' when it says so itself), or None when it does not."
+        o = _origin(node, names)
+        if o is None or tuple(o[:2]) in _ORDINARY: return None
+        return "" if _dotted(node).startswith(".".join(o)) else f" ({'.'.join(o)})"
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            for t in targets:
+                for sub in ast.walk(t):
+                    if isinstance(sub, (ast.Attribute, ast.Subscript)) and (what := guarded(sub)) is not None:
+                        found.append((f"{'deletes' if isinstance(node, ast.Delete) else 'changes'} {_dotted(sub)}{what}", False))
+                        break
+        elif isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in ("setattr", "delattr"):
+                what = guarded(node.args[0]) if node.args else None
+                found.append((f"{f.id}() on {_dotted(node.args[0])}{what}", False) if what is not None else (f"{f.id}() (an attribute the scan cannot follow)", True))
+            elif isinstance(f, ast.Name) and f.id in _DYNAMIC: found.append((f"{f.id}() (code the scan cannot read)", True))
+            elif isinstance(f, ast.Name) and f.id in ("globals", "vars", "locals", "dir") and not node.args:
+                found.append((f"{f.id}() (lists the notebook's names)", True))
+            elif isinstance(f, ast.Name) and f.id == "getattr" and len(node.args) > 1 and not isinstance(node.args[1], ast.Constant):
+                found.append(("getattr() with a computed name", True))
+            elif isinstance(f, ast.Attribute) and f.attr in ("register", "unregister") and isinstance(f.value, ast.Attribute) and f.value.attr == "events":
+                found.append(("registers an IPython event hook (it sees and changes every cell, the grader's too)", False))
+            elif isinstance(f, ast.Attribute) and f.attr in ("update", "setdefault", "pop", "popitem", "clear", "__setitem__", "__delitem__") and (what := guarded(f.value)) is not None:
+                found.append((f"changes {_dotted(f.value)}{what}", False))
+        elif isinstance(node, ast.Attribute) and node.attr in _MACHINERY and (node.attr != "modules" or (_origin(node, names) or [""])[0] == "sys"):
+            found.append((f"uses {_MACHINERY[node.attr]} ({_dotted(node)})", False))
+        elif isinstance(node, (ast.Name, ast.Attribute)):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name.startswith("_mlops") or name in _GRADER_NAMES: found.append((f"uses the grader's {name}", False))
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and _HISTORY.match(name):
+                found.append((f"reads the notebook's history ({name}, which holds the grader's cells)", False))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(m == "mlops_course.grading" or m.startswith("mlops_course.grading.") for m in mods): found.append(("imports the grader (mlops_course.grading)", False))
+            if any(m.split(".")[0] == "ctypes" for m in mods): found.append(("imports ctypes (raw memory)", False))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            v = node.value
+            if _GRADER_STRING.search(v): found.append((f"names the grader's internals in a string ({v[:40]!r})", False))
+            elif "/proc/" in v: found.append((f"reads /proc ({v[:40]!r})", True))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in ("__eq__", "__ne__", "__bool__", "__hash__"):
+            found.append((f"defines {node.name} (an answer can be made to equal anything)", True))
+    return list(dict.fromkeys(found))
+
+def _normalized(src: str) -> str:
+    return "\n".join(line.rstrip() for line in src.strip().splitlines())
+
+def find_tampering(
+    submission: str | os.PathLike,  # the student's notebook
+    reference: str | os.PathLike,  # the instructor's chapter it answers
+) -> list[Suspicion]:
+    "What a submission's own code does to the grader or the kernel's machinery, read without running it; cells identical to the chapter (with or without its solutions) are the course's own code and not read."
+    from mlops_course.exercises import _read_nb, strip_source
+    course = set()
+    for c in _read_nb(reference).cells:
+        if c.cell_type != "code": continue
+        course.add(_normalized(c.source))
+        try: course.add(_normalized(strip_source(c.source)))
+        except WorkbenchError: pass
+    code = [(n, c.source, _python(c.source)) for n, c in enumerate(_read_nb(submission).cells, 1) if c.cell_type == "code"]
+    trees = {n: ast.parse(py) for n, _, py in code if py is not None}  # a cell that does not parse fails where it stands
+    names = _imported_names(list(trees.values()))  # from every cell: `ex.check = ...` may use an import of the course's own code
+    return [Suspicion(n, what, review) for n, src, _ in code if n in trees and _normalized(src) not in course
+            for what, review in _suspicions(trees[n], names)]
+
+def _apply_suspicions(marks: Marks, where: list[GradedCell], suspects: list[Suspicion]) -> None:
+    "Score 0 every exercise checked after the first cell that tampers, and say so in the notes (findings only for review are noted, nothing more)."
+    def listed(xs): return "; ".join(f"{x.what}, cell {x.cell}" for x in xs[:4]) + (f"; and {len(xs) - 4} more" if len(xs) > 4 else "")
+    bad, review = [x for x in suspects if not x.review], [x for x in suspects if x.review]
+    if bad:
+        first = min(x.cell for x in bad)
+        hit = [g.exercise for g in where if g.follows >= first and marks.passed.get(g.exercise) is not None]
+        for e in hit: marks.passed[e], marks.details[e] = False, f"tampering suspected: {listed(bad)}"
+        marks.notes.append(f"tampering suspected: {listed(bad)}; " + (f"exercise(s) {', '.join(hit)}, checked after cell {first}, scored 0"
+                           if hit else f"no exercise was checked after cell {first}") + " (read the executed notebook)")
+    if review: marks.notes.append(f"for review: {listed(review)}")
 
 # %% ../nbs/13b_grading.ipynb #0943e67e
 def _copy_course(src: Path, dst: Path) -> None:
@@ -326,6 +469,8 @@ def _copy_course(src: Path, dst: Path) -> None:
             try: write_student_copy(p, dst/p.name)
             except WorkbenchError: continue  # a notebook whose solutions cannot be stripped is not handed out
         elif p.is_file(): shutil.copy2(p, dst/p.name)
+
+CLONE_FILES = ("pyproject.toml", "Makefile", ".ci/run")  # copied from beside the reference folder, when there
 
 def course_template(
     reference_dir: str | os.PathLike,  # the instructor's folder of chapters
@@ -345,6 +490,11 @@ def course_template(
     with atomic_path(dest/"settings.ini") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("# settings of a graded submission's working folder (written by mlops-course grade)\n")
         cp.write(f)
+    for name in CLONE_FILES:  # a clone's top-level files, which a chapter may read (07: .ci/run, the Makefile): a confined kernel reads no others
+        src = reference_dir.resolve().parent/name
+        if src.is_file():
+            (dest/name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest/name)
     return nbs
 
 def _files(folder: Path) -> set[str]:
@@ -415,6 +565,7 @@ class Gradebook:
     out_dir: Path | None = None  # where the executed notebooks and reports are
     run_id: str | None = None  # the grading batch's MLflow run
     reports: dict[str, Path] = field(default_factory=dict)  # report name -> file
+    notes: list[str] = field(default_factory=list)  # how the notebooks were run: the user, the confinement of their kernels
 
     def grade_of(self, student: str, chapter: str) -> Grade | None:
         "The grade of `student` on `chapter` (a file stem)."
@@ -482,6 +633,7 @@ class Gradebook:
                         f'<td>{g.score:g} / {g.max_points:g}</td><td>{g.seconds:.1f}s</td>'
                         f'<td class="left small">{e("; ".join(g.notes))}</td><td>{link}</td></tr>')
         skipped = ("<h2>Not graded</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in self.skipped) + "</ul>") if self.skipped else ""
+        skipped += "".join(f"<p class=small>{e(n)}</p>" for n in self.notes)
         mean = table["percent"].mean() if len(table) else 0.0
         return (f"<style>{_CSS}</style><div class='gradebook'><p>{len(self.students)} student(s), {len(chapters)} chapter(s), {len(self.exercises)} exercise(s); "
                 f"mean score {mean:.1f}%.{' MLflow run ' + e(self.run_id) + '.' if self.run_id else ''}</p>"
@@ -556,6 +708,22 @@ def _stopped_cell(executed: Path | None) -> int | None:
         if c.get("execution_count"): last = c.execution_count
         if c.get("metadata", {}).get("papermill", {}).get("status") == "running": return c.get("execution_count") or last + 1
     return None
+
+def _isolation_notes(confinements: list[str]) -> list[str]:
+    "What the gradebook says about how the kernels were kept apart: the user they ran as, and whether they were confined."
+    import getpass
+    if not confinements: return []
+    try: user = getpass.getuser()
+    except Exception: user = f"uid {os.geteuid()}"
+    unconfined = sorted({c for c in confinements if not c.startswith("Landlock")})
+    if not unconfined:
+        return [f"Every kernel ran as {user}, confined by {confinements[0]}: it could write only in its own working folder and a private home, "
+                "read only those, the Python environment and the system's folders, and signal no process outside itself; the network and local "
+                "sockets were not confined."]
+    why = "; ".join(c.removeprefix("none: ") for c in unconfined)
+    return [f"{len([c for c in confinements if not c.startswith('Landlock')])} of {len(confinements)} kernels ran as {user} (uid {os.geteuid()}) "
+            f"WITHOUT confinement ({why}): such a notebook could read and change whatever {user} can (other submissions, the course's package) "
+            "and signal that user's processes. Grade untrusted notebooks on Linux 5.13 or newer, or in a container."]
 
 def _job_name(student: str, chapter: str, used: set[str]) -> str:
     "A batch job name (a letter, then letters, digits, - and _) for a student's notebook, unique in `used`."
@@ -651,14 +819,16 @@ def grade(
         path.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, path)
         name = _job_name(s.student, s.chapter.stem, used)
-        jobs.append(Job(name=name, notebook=path, cwd=sandbox/kernel_dir.name))
-        plans[name] = (s, where, sandbox/kernel_dir.name)
+        jobs.append(Job(name=name, notebook=path, cwd=sandbox/kernel_dir.name, confine=sandbox))  # its kernel writes and reads only there
+        plans[name] = (s, where, sandbox/kernel_dir.name, find_tampering(s.notebook, s.chapter))
 
     def graded(r) -> Grade:
-        s, where, cwd = plans[r.name]
+        s, where, cwd, suspects = plans[r.name]
         now = _files(cwd)
         status = "not run" if r.error == "not run" else _STATUS.get(r.status, r.status)
-        g = _grade(s.student, s.chapter.stem, every, read_grades(r.output, where), status, seconds=r.seconds or 0.0,
+        marks = read_grades(r.output, where)
+        _apply_suspicions(marks, where, suspects)
+        g = _grade(s.student, s.chapter.stem, every, marks, status, seconds=r.seconds or 0.0,
                    cell=None if status == "ok" else r.cell if r.cell is not None else _stopped_cell(r.output),
                    error=None if status == "ok" else r.error,
                    submitted=s.notebook, executed=r.output, run_id=r.run_id)
@@ -686,7 +856,8 @@ def grade(
             if (student, c.stem) not in grades: grades[student, c.stem] = _grade(student, c.stem, every, Marks({}, {}, []), "missing")
     order = {c.stem: i for i, c in enumerate(chosen)}
     book = Gradebook(every, sorted(grades.values(), key=lambda g: (inbox.students.index(g.student), order[g.chapter])), inbox.students,
-                     inbox.skipped, out, batch.run_id if batch is not None else None)
+                     inbox.skipped, out, batch.run_id if batch is not None else None,
+                     notes=_isolation_notes([r.confinement for r in batch.results if r.name in plans and r.attempts] if batch else []))
     book.write_reports(out)
     if book.run_id: _log_grades(book, settings.tracking_uri)
     if not keep_work:
@@ -737,6 +908,7 @@ def command(args) -> int:
     print()
     print(format_table(rows))
     for s in book.skipped: print(f"  not graded: {s}")
+    for n in book.notes: print(f"\n{n}")
     print(f"\nGradebook: {book.reports['gradebook.html']}\n  per student: {book.reports['gradebook.csv']}\n  per notebook: {book.reports['submissions.csv']}")
     if book.run_id: print(f"MLflow run {book.run_id}, a child run per notebook (look at it with: mlops-course ui)")
     if any(g.status in ("interrupted", "not run") for g in book.grades):

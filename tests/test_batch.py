@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -54,6 +55,7 @@ def batch_run_id(stdout):
 
 
 def test_sweep_from_a_grid_file_through_the_cli(setup):
+    "A grid file through the real CLI: table, CSV, HTML, figure, MLflow runs; then the README's own sweep command, as an instructor types it."
     folder, settings, env = setup
     nb = write_notebook(folder/"descent.ipynb", *SWEEP)
     (folder/"grid.yaml").write_text("grid:\n  lr: [0.05, 0.25, 0.5]\n  steps: [1, 4]\nsets:\n  - {lr: 1.1, steps: 2}\n")
@@ -84,6 +86,23 @@ def test_sweep_from_a_grid_file_through_the_cli(setup):
     assert len(pids) == 7
     assert nothing_running(settings)
 
+    # the sweep of the README's *For instructors*, typed as it is there (on a smaller grid), in a folder where its relative paths hold
+    readme = (ROOT/"README.md").read_text()
+    command = "mlops-course batch nbs/pipeline/ingest.ipynb --grid grid.yaml -p n_rows=5000"
+    assert command in readme and "printf 'grid:\\n  drift: [0.0, 0.25, 0.5, 0.75, 1.0]\\n  seed: [1, 2]\\n' > grid.yaml" in readme
+    (folder/"instructor").mkdir()
+    (folder/"instructor"/"nbs").symlink_to(ROOT/"nbs")
+    (folder/"instructor"/"grid.yaml").write_text("grid:\n  drift: [0.0, 1.0]\n  seed: [1]\n")
+    r = subprocess.run(["sh", "-c", command], cwd=folder/"instructor", env={**env, "PATH": f"{BIN}:{env.get('PATH', '')}"},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = next(l for l in r.stdout.splitlines() if l.startswith("Results: ")).removeprefix("Results: ").split(", ")[0]
+    rows = list(csv.DictReader(open(results)))
+    assert [(float(x["drift"]), int(x["seed"]), int(x["n_rows"]), x["status"]) for x in rows] == [(0.0, 1, 5000, "ok"), (1.0, 1, 5000, "ok")]
+    assert all(float(x["rows"]) == 5000 and 0 < float(x["churn_rate"]) < 1 for x in rows)
+    assert results.startswith(str(settings.work_dir/"batches")) and not list((folder/"instructor").glob("*.parquet"))  # its files: in the work dir
+    assert nothing_running(settings)
+
 
 def test_failures_are_contained_dead_kernels_retried_and_only_failed_reuses(setup):
     folder, settings, env = setup
@@ -92,36 +111,48 @@ def test_failures_are_contained_dead_kernels_retried_and_only_failed_reuses(setu
                      "import os, pathlib\nif not pathlib.Path(marker).exists():\n    pathlib.Path(marker).touch(); os._exit(1)\nx = 1")
     bad = write_notebook(folder/"bad.ipynb", "n: int = 1  # anything", "y = n + 1\nraise ValueError(f'broken notebook {n}')")
     slow = write_notebook(folder/"slow.ipynb", "s: float = 60  # seconds", "import time\ntime.sleep(s)")
+    doomed = write_notebook(folder/"doomed.ipynb", None, "import os\nos._exit(3)")  # its kernel dies every time
     jobs = (make_jobs([good], [{"lr": 0.1}, {"lr": 0.2}]) + make_jobs([shaky], [{"marker": str(folder/"marker")}])
-            + make_jobs([bad]) + [Job("slow", slow)])
+            + make_jobs([bad]) + [Job("slow", slow), Job("doomed", doomed)])
     seen = []
     result = run_batch(jobs, out_dir=folder/"first", workers=2, retries=1, notebook_timeout=4, settings=settings,
                        name="mixed", progress=False, on_done=lambda r: seen.append(r.name))
     by = {r.name: r for r in result.results}
-    assert sorted(seen) == sorted(by) and [r.name for r in result.results] == ["good-1", "good-2", "shaky", "bad", "slow"]
+    assert sorted(seen) == sorted(by) and [r.name for r in result.results] == ["good-1", "good-2", "shaky", "bad", "slow", "doomed"]
     assert by["good-1"].status == by["good-2"].status == "ok" and by["good-2"].metrics == {"loss": pytest.approx(expected_loss(0.2, 3))}
     assert by["shaky"].status == "ok" and by["shaky"].attempts == 2  # the dead kernel was retried
+    assert by["doomed"].status == "dead kernel" and by["doomed"].attempts == 2  # retries=1: K + 1 attempts, then it gives up
     assert by["bad"].status == "failed" and by["bad"].cell == 2 and "ValueError: broken notebook 1" in by["bad"].error
     assert by["slow"].status == "timeout" and by["slow"].attempts == 1
-    assert result.status == "failed" and result.counts() == {"ok": 3, "failed": 1, "timeout": 1}
+    assert result.status == "failed" and result.counts() == {"ok": 3, "failed": 1, "timeout": 1, "dead kernel": 1}
     parent, kids = runs_of(settings, result.run_id)
     assert parent.info.status == "FINISHED"
-    assert {n: k.info.status for n, k in kids.items()} == {"good-1": "FINISHED", "good-2": "FINISHED", "shaky": "FINISHED", "bad": "FAILED", "slow": "FAILED"}
+    assert {n: k.info.status for n, k in kids.items()} == {"good-1": "FINISHED", "good-2": "FINISHED", "shaky": "FINISHED", "bad": "FAILED",
+                                                           "slow": "FAILED", "doomed": "FAILED"}
     assert kids["bad"].data.tags["mlops_course.cell"] == "2" and kids["shaky"].data.tags["mlops_course.attempts"] == "2"
+    assert kids["doomed"].data.tags["mlops_course.attempts"] == "2" and kids["doomed"].data.tags["mlops_course.status"] == "dead kernel"
     table = result.table()
-    assert list(table["status"]) == ["ok", "ok", "ok", "failed", "timeout"] and table.loc[3, "error"].startswith("In [2]: ValueError")
+    assert list(table["status"]) == ["ok", "ok", "ok", "failed", "timeout", "dead kernel"] and table.loc[3, "error"].startswith("In [2]: ValueError")
 
-    # fix the broken notebook; re-run only what failed, from the CLI, with the batch's own jobs
+    # fix the broken notebooks and edit the shaky one (a comment: its content changes, so it must run again though it succeeded);
+    # re-run only what failed, from the CLI, with the batch's own jobs
     write_notebook(bad, "n: int = 1  # anything", "y = n + 1")
     write_notebook(slow, "s: float = 60  # seconds", "s = 0")
-    r = run_cli("batch", "--only-failed", result.run_id, "--out", folder/"second", "--name", "again", "--cold-kernels", env=env)
+    write_notebook(doomed, None, "x = 1")
+    write_notebook(shaky, "marker: str = 'x'  # first attempt dies",
+                   "import os, pathlib\nif not pathlib.Path(marker).exists():\n    pathlib.Path(marker).touch(); os._exit(1)\nx = 1  # edited")
+    r = run_cli("batch", "--only-failed", result.run_id, "--out", folder/"second", "--name", "again", "--cold-kernels",
+                "--cell-timeout", "20", "--timeout", "30", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     parent2, kids2 = runs_of(settings, batch_run_id(r.stdout))
-    assert {n: k.data.tags["mlops_course.status"] for n, k in kids2.items()} == {"good-1": "reused", "good-2": "reused", "shaky": "reused", "bad": "ok", "slow": "ok"}
+    assert {n: k.data.tags["mlops_course.status"] for n, k in kids2.items()} == {"good-1": "reused", "good-2": "reused", "shaky": "ok",
+                                                                                 "bad": "ok", "slow": "ok", "doomed": "ok"}
     assert kids2["good-2"].data.tags["mlops_course.reused_from"] == kids["good-2"].info.run_id
     assert kids2["good-2"].data.metrics == kids["good-2"].data.metrics and kids2["good-2"].data.params == kids["good-2"].data.params
-    assert parent2.data.tags["mlops_course.only_failed"] == result.run_id and parent2.data.metrics["jobs_reused"] == 3
-    assert not (folder/"second"/"good-1").exists()  # reused, not run again
+    assert kids2["shaky"].data.tags["mlops_course.notebook_sha256"] != kids["shaky"].data.tags["mlops_course.notebook_sha256"]
+    assert parent2.data.tags["mlops_course.only_failed"] == result.run_id and parent2.data.metrics["jobs_reused"] == 2
+    assert (parent2.data.params["cell_timeout"], parent2.data.params["notebook_timeout"]) == ("20.0", "30.0")  # --cell-timeout, --timeout
+    assert not (folder/"second"/"good-1").exists() and (folder/"second"/"shaky").exists()  # reused, not run again; edited, run again
     assert nothing_running(settings)
 
 
@@ -208,6 +239,32 @@ def test_a_batch_on_a_real_dask_cluster(setup):
             lr, steps = float(k.data.params["lr"]), int(k.data.params["steps"])
             assert k.info.status == "FINISHED" and k.data.metrics["loss"] == pytest.approx(expected_loss(lr, steps))
             assert int(k.data.tags["mlops_course.worker"].split(":")[1]) in worker_pids
+        assert nothing_running(settings)
+
+        # Ctrl-C: Dask cannot stop a running task, so each worker is told to kill this batch's kernels; their runs end KILLED, and stay so
+        sleepy = write_notebook(folder/"sleepy.ipynb", "s: float = 120  # seconds",
+                                "import os, time\nopen('pid.txt', 'w').write(str(os.getpid()))\ntime.sleep(s)")
+        (folder/"two.yaml").write_text("grid:\n  s: [120, 121]\n")
+        proc = subprocess.Popen([str(BIN/"mlops-course"), "batch", sleepy, "--grid", folder/"two.yaml", "--scheduler", address, "--out", folder/"stop"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
+        pid_files = [folder/"stop"/f"sleepy-{i}"/"pid.txt" for i in (1, 2)]
+        deadline = time.monotonic() + 60
+        while not all(f.exists() and f.read_text() for f in pid_files) and time.monotonic() < deadline: time.sleep(0.2)
+        assert all(f.exists() for f in pid_files), proc.kill() or proc.communicate()
+        kernels = [int(f.read_text()) for f in pid_files]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out + err
+        deadline = time.monotonic() + 10
+        while any(psutil.pid_exists(k) and psutil.Process(k).status() != psutil.STATUS_ZOMBIE for k in kernels) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(psutil.pid_exists(k) and psutil.Process(k).status() != psutil.STATUS_ZOMBIE for k in kernels), "a kernel survived Ctrl-C on a Dask worker"
+        parent, kids = runs_of(settings, batch_run_id(out))
+        time.sleep(1)  # what a worker would write late, it would have written by now
+        _, kids = runs_of(settings, parent.info.run_id)
+        assert parent.info.status == "KILLED"
+        assert {n: (k.info.status, k.data.tags.get("mlops_course.status")) for n, k in kids.items()} == {
+            "sleepy-1": ("KILLED", "killed"), "sleepy-2": ("KILLED", "killed")}
         assert nothing_running(settings)
     finally:
         for p in reversed(procs): p.terminate()

@@ -1,16 +1,18 @@
 """Grading a class for real: submissions executed through the batch runner in real kernels, each in its own folder,
 scored by the instructor's checks; hostile notebooks (crash, hang, dead kernel, deleted files, fake ✓ by print, by a
-hand-made record, by a redefined or patched check, by a hook forging the grader's record) get their true score and
-harm no other; the real `mlops-course grade` command writes the gradebook and MLflow runs, none left RUNNING."""
+hand-made record, by a redefined or patched check, by a hook forging the grader's record, by rebinding what the grader
+uses, by writing outside its folder) get their true score, are flagged when they tamper, and harm no other; the real
+`mlops-course grade` command writes the gradebook and MLflow runs, none left RUNNING."""
 import sqlite3
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from mlops_course.batch import landlock_abi
 from mlops_course.config import load_settings
 from mlops_course.exercises import SOLUTION_BEGIN, write_student_copy
-from mlops_course.grading import GRADE_MIME, find_submissions, grade, graded_notebook, reference_exercises
+from mlops_course.grading import GRADE_MIME, find_submissions, find_tampering, grade, graded_notebook, reference_exercises
 from conftest import ROOT, raises, run_cli
 
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
@@ -70,11 +72,35 @@ HOSTILE = {
     # a hook that adds a forged ✓ with the right key to every cell the grader runs
     "forger": ['import re\nfrom IPython import get_ipython\nfrom IPython.display import display\n'
                'def forge(info):\n'
-               '    m = re.search(r"graded_check\\(\'(\\w+)\', \'([\\w.]+)\'\\)", info.raw_cell or "")\n'
+               '    m = re.search(r"_mlops_grader_\\w+\\(\'(\\w+)\', \'([\\w.]+)\'", info.raw_cell or "")\n'
                f'    if m: display({{"{GRADE_MIME}": {{"key": m.group(1), "exercise": m.group(2), "passed": True}}}}, raw=True)\n'
                'get_ipython().events.register("pre_run_cell", forge)',
                'answer = 0\ncheck("90.1", lambda: True)', RIGHT[1]],
+    # what subverted the grader of old: importlib.reload made a no-op, the grader's functions and module replaced by fakes that
+    # publish a ✓ with the key they are handed; then (cell 3) the grader's own function, found by listing the notebook's names
+    "rebinder": ['import importlib, sys, types, mlops_course.grading as g\nfrom IPython.display import display\n'
+                 'def fake(key, exercise, run=None):\n'
+                 f'    display({{"{GRADE_MIME}": {{"key": key, "exercise": exercise, "passed": True}}, "text/plain": "✓"}}, raw=True)\n'
+                 '    return (lambda *a, **k: True) if run is None else True\n'
+                 'importlib.reload = lambda module: module\ng.graded_check = g.trusted_grader = fake\n'
+                 'fake_module = types.ModuleType("mlops_course.grading"); fake_module.graded_check = fake_module.trusted_grader = fake\n'
+                 'sys.modules["mlops_course.grading"] = fake_module\n'
+                 'answer = 0\ncheck("90.1", lambda: answer == 42)',
+                 'for name in [n for n in globals() if n.startswith("_mlops_grader")]: globals()[name] = fake\n'
+                 'squares = []\ncheck("90.2", lambda: squares == [0, 1, 4, 9, 16])', RIGHT[2]],
 }
+
+# right answers, given only if every attempt to reach outside its folder was refused (they would harm nothing if allowed)
+INTRUDER = ['import os, pathlib, mlops_course\nrefused = []\n'
+            'for target, mode in [(pathlib.Path(mlops_course.__file__).parent/"exercises.py", "a"),\n'
+            '                     (pathlib.Path("../../../good/90_warmup/nbs/word.txt"), "a"),\n'
+            '                     (pathlib.Path("../../../good/90_warmup/nbs/intruder.txt"), "x")]:\n'
+            '    try: open(target, mode).close()\n'
+            '    except PermissionError: refused.append(target.name)\n'
+            'try: os.kill(os.getppid(), 0)\nexcept PermissionError: refused.append("signal")\n'
+            'print("refused:", refused)\n'
+            'answer = 42 if refused == ["exercises.py", "word.txt", "intruder.txt", "signal"] else 0\ncheck("90.1", lambda: answer == 42)',
+            RIGHT[1], RIGHT[2]]
 
 
 def _files(folder):
@@ -100,7 +126,8 @@ def test_a_class_with_hostile_notebooks_gets_true_scores(tmp_path):
     (subs/"good").mkdir(parents=True)
     nbformat.write(nbformat.read(ref/"90_warmup.ipynb", as_version=4), subs/"good"/"90_warmup.ipynb")
     write_student_copy(ref/"90_warmup.ipynb", subs/"empty__90_warmup.ipynb")  # the flat layout
-    for name, cells in HOSTILE.items():
+    confined = landlock_abi() >= 6  # files and signals: where it is not, the intruder is left out (it would only show that)
+    for name, cells in {**HOSTILE, **({"intruder": INTRUDER} if confined else {})}.items():
         (subs/name).mkdir()
         nbformat.write(submission(*cells), subs/name/"90_warmup.ipynb")
     (subs/"broken").mkdir()
@@ -114,7 +141,8 @@ def test_a_class_with_hostile_notebooks_gets_true_scores(tmp_path):
 
     assert _files(ref) == before  # the reference folder is read, never written
     g = {s: book.grade_of(s, "90_warmup") for s in book.students}
-    assert sorted(g) == sorted(["absent", "broken", "crasher", "deleter", "empty", "faker", "forger", "good", "killer", "sleeper"])
+    assert sorted(g) == sorted(["absent", "broken", "crasher", "deleter", "empty", "faker", "forger", "good", "killer", "rebinder", "sleeper"]
+                               + (["intruder"] if confined else []))
     got = {s: (x.status, x.score, [x.passed[e] for e in ("90.1", "90.2", "90.3")]) for s, x in g.items()}
     assert got == {
         "good": ("ok", 4.0, [True, True, True]),
@@ -124,14 +152,35 @@ def test_a_class_with_hostile_notebooks_gets_true_scores(tmp_path):
         "killer": ("dead kernel", 1.0, [True, None, None]),
         "deleter": ("ok", 4.0, [True, True, True]),
         "faker": ("ok", 0.0, [False, False, False]),
-        "forger": ("ok", 1.0, [False, True, False]),  # its one right answer counts; the forged ✓ does not
+        "forger": ("ok", 0.0, [False, False, False]),  # its hook is tampering: nothing checked after it counts, its forged ✓ least of all
+        "rebinder": ("ok", 0.0, [False, False, False]),
         "broken": ("unreadable", 0.0, [None, None, None]),
         "absent": ("missing", 0.0, [None, None, None]),
+        **({"intruder": ("ok", 4.0, [True, True, True])} if confined else {}),  # every reach outside its folder refused
     }
     assert g["crasher"].cell is not None and "the dog ate my homework" in g["crasher"].error
     assert g["sleeper"].cell is not None and g["sleeper"].outcome.startswith("timed out at In [")
     assert any("outside the grader's cells ignored" in n for n in g["faker"].notes)
-    assert any("tampering suspected" in n for n in g["forger"].notes) and g["forger"].details["90.1"]
+    assert any("tampering suspected:" in n and "changes ex.check (mlops_course.exercises.check), cell 4" in n for n in g["faker"].notes)
+    assert any("registers an IPython event hook" in n and "90.1, 90.2, 90.3" in n for n in g["forger"].notes)
+    assert any("records with the grader's key disagree" in n for n in g["forger"].notes) and g["forger"].details["90.1"]
+    # the rebinder: what it rebound did not reach the grader's function (its record says ✗), and it is flagged, cell by cell;
+    # swapping the grader's own function (cell 3, found through globals()) did forge a ✓: the scan is what stops that one
+    records = {c.outputs[0].data[GRADE_MIME]["exercise"]: c.outputs[0].data[GRADE_MIME]["passed"]
+               for c in nbformat.read(g["rebinder"].executed, as_version=4).cells
+               if c.cell_type == "code" and c.outputs and GRADE_MIME in c.outputs[0].get("data", {})}
+    assert records["90.1"] is False and records["90.2"] is True
+    notes = " ".join(g["rebinder"].notes)
+    for what in ("imports the grader (mlops_course.grading), cell 2", "changes importlib.reload, cell 2", "changes g.graded_check",
+                 "exercise(s) 90.1, 90.2, 90.3, checked after cell 2, scored 0"):
+        assert what in notes, (what, notes)
+    found = {(x.cell, x.what) for x in find_tampering(subs/"rebinder"/"90_warmup.ipynb", ref/"90_warmup.ipynb") if not x.review}
+    assert {(2, "changes sys.modules['mlops_course.grading']"), (3, "changes globals()[name]")} <= found
+    assert g["rebinder"].details["90.2"].startswith("tampering suspected")
+    for student in ("good", "empty", "crasher", "sleeper", "killer", "deleter"): assert not any("tampering" in n for n in g[student].notes), student
+    if confined:  # its kernel could not write beside itself nor signal anything outside: the others' grades are intact
+        assert "Landlock" in book.notes[0] and "confined" in book.notes[0]
+        assert not (tmp_path/"out"/"work"/"good"/"90_warmup"/"nbs"/"intruder.txt").exists()
     assert any("deleted" in n for n in g["deleter"].notes)
     assert not any("deleted" in n or "wrote" in n for n in g["good"].notes)
     assert book.skipped and "scratch.ipynb: answers no chapter" in book.skipped[0]
@@ -141,7 +190,8 @@ def test_a_class_with_hostile_notebooks_gets_true_scores(tmp_path):
     assert (work/"good"/"90_warmup"/"nbs"/"word.txt").read_text() == "mlops\n"
     # the executed notebook holds the grader's cells and the student's own code, checks replaced
     executed = nbformat.read(g["faker"].executed, as_version=4)
-    assert sum("graded_check(" in c.source for c in executed.cells) == 3 and any("def check" in c.source for c in executed.cells)
+    assert sum(c.source.startswith("# mlops-course grade: the instructor's check") for c in executed.cells) == 3
+    assert any("def check" in c.source for c in executed.cells)
 
     table = book.table()
     assert table.loc["good", "total"] == 4 and table.loc["good", "percent"] == 100 and table.loc["empty", "90.3"] == 0
@@ -152,10 +202,11 @@ def test_a_class_with_hostile_notebooks_gets_true_scores(tmp_path):
     # MLflow: a child run per executed notebook, scored; nothing left RUNNING
     runs = _runs(tmp_path/"work"/"mlflow.db")
     children = {r["name"]: r for r in runs if r["parent"] == book.run_id}
-    assert len(children) == 8 and all(r["status"] != "RUNNING" for r in runs)
+    assert len(children) == 9 + confined and all(r["status"] != "RUNNING" for r in runs)
     assert {n: r["metrics"]["score"] for n, r in children.items()} == {
         "good--90_warmup": 4.0, "empty--90_warmup": 0.0, "crasher--90_warmup": 1.0, "sleeper--90_warmup": 1.0,
-        "killer--90_warmup": 1.0, "deleter--90_warmup": 4.0, "faker--90_warmup": 0.0, "forger--90_warmup": 1.0}
+        "killer--90_warmup": 1.0, "deleter--90_warmup": 4.0, "faker--90_warmup": 0.0, "forger--90_warmup": 0.0,
+        "rebinder--90_warmup": 0.0, **({"intruder--90_warmup": 4.0} if confined else {})}
     assert children["good--90_warmup"]["metrics"]["exercise.90.3"] == 2.0
 
 

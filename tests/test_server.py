@@ -74,6 +74,13 @@ def alive(procs):
     return left
 
 
+def listening(process):
+    "The TCP sockets a process listens on (psutil.Process.net_connections, or connections before psutil 6)."
+    try: conns = (getattr(process, "net_connections", None) or process.connections)(kind="tcp")
+    except psutil.Error: return []
+    return [c for c in conns if c.status == psutil.CONN_LISTEN]
+
+
 def postgres_processes(folder):
     "Processes of the PostgreSQL cluster in `folder` (its postmaster names the data folder)."
     found = []
@@ -123,6 +130,9 @@ def test_many_writers_at_once_on_postgres_nothing_lost_nothing_left(tmp_path):
             wait_healthy(url, server)
             processes = tree(server.pid)
             assert len(processes) >= 3  # the command, mlflow server, its web workers...
+            # started with the default host: it listens on the loopback address only, not on the machine's other interfaces
+            sockets = [c for p in processes for c in listening(p) if c.laddr.port == port]
+            assert sockets and {c.laddr.ip for c in sockets} == {"127.0.0.1"}, sockets
             for p in processes:  # the password is in no command line (`ps` shows those to every user)
                 assert not any(password in a for a in p.cmdline())
 
