@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import http.client
 import os
 import re
 import secrets
@@ -40,7 +41,12 @@ def _family(host: str) -> int:
 def free_port(
     host: str = "127.0.0.1",  # the address the port will be used on
 ) -> int:
-    "A TCP port that is free on `host` right now."
+    "A TCP port that is free on `host` right now, below the ephemeral range (where kernels and clients get theirs, so they cannot take it first)."
+    import random
+    for port in random.sample(range(20_000, 32_768), 50):  # Linux hands out 32768-60999 to whoever binds port 0
+        with socket.socket(_family(host)) as s:
+            try: s.bind((host, port)); return port
+            except OSError: continue
     with socket.socket(_family(host)) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -346,7 +352,7 @@ def start_server(
             try:
                 with urllib.request.urlopen(server.url + "/health", timeout=2) as r:
                     if r.status == 200: return server
-            except OSError: pass
+            except (OSError, http.client.HTTPException): pass  # not up yet, or another program answers on that port
             if time.monotonic() > deadline:
                 raise ServerError(f"the MLflow server did not answer on {server.url} within {timeout:.0f}s; {_log_tail(log)}")
             time.sleep(0.3)
