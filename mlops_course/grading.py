@@ -487,6 +487,8 @@ def course_template(
     if not cp.has_section("workbench"): cp.add_section("workbench")
     cp.set("workbench", "work_dir", ".mlops-course")  # inside the copy
     cp.set("workbench", "tracking_uri", "")  # an SQLite store in that work dir, not the instructor's
+    if (nbs/"pipeline"/"course.yaml").is_file():  # the chapters that run the course pipeline run the copy's own
+        cp.set("workbench", "pipeline_spec", (nbs/"pipeline"/"course.yaml").relative_to(dest).as_posix())
     with atomic_path(dest/"settings.ini") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("# settings of a graded submission's working folder (written by mlops-course grade)\n")
         cp.write(f)

@@ -304,3 +304,12 @@ def test_student_copies_of_every_chapter_grade_to_zero(tmp_path, work_env):
         assert all(v is False for v in g.passed.values()), f"{g.chapter}: {g.passed}"
         written = [n for n in g.notes if n.startswith("wrote")]
         assert not written, f"{g.chapter} wrote beside the notebooks (e.g. an MLflow ./mlruns): {written}"
+
+
+def test_the_course_copy_runs_its_own_course_pipeline_wherever_the_grader_is_started(tmp_path):
+    "Graded from a folder with no settings.ini, the chapters that run the course pipeline still find the copy's own course.yaml."
+    from mlops_course.grading import course_template
+    kernel_dir = course_template(ROOT/"nbs", tmp_path/"course", settings=None)
+    copied = load_settings(env={"MLOPS_COURSE_SETTINGS": str(tmp_path/"course"/"settings.ini")}, create_work_dir=False)
+    assert copied.pipeline_spec == kernel_dir/"pipeline"/"course.yaml" and copied.pipeline_spec.is_file()
+    assert copied.work_dir == tmp_path/"course"/".mlops-course"
