@@ -32,8 +32,8 @@ if TYPE_CHECKING: import pandas as pd  # imported where a table is made
 
 # %% auto #0
 __all__ = ['STATUSES', 'GRID_KEYS', 'STATUS_COLOURS', 'COMMAND', 'HELP', 'Job', 'JobResult', 'load_grid', 'make_jobs',
-           'landlock_abi', 'confinement', 'stop_workers', 'BatchResult', 'run_batch', 'plot_sweep', 'configure_parser',
-           'command']
+           'needs_heavy_imports', 'landlock_abi', 'confinement', 'warm_kernel_manager', 'stop_workers', 'BatchResult',
+           'run_batch', 'plot_sweep', 'configure_parser', 'command']
 
 # %% ../nbs/13a_batches.ipynb #b844643e
 STATUSES = ("ok", "failed", "timeout", "dead kernel", "reused", "killed")  # what can happen to a job
@@ -158,13 +158,35 @@ def make_jobs(
 
 # %% ../nbs/13a_batches.ipynb #621de2ec
 _PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger", "IPython.core.interactiveshell",
-            "jupyter_client.session", "mlops_course.pipeline")  # what every kernel imports before its first cell (numpy & co. are left out:
-                                                                # a forked copy of numpy's global random state would repeat across kernels)
+            "jupyter_client.session", "mlops_course.pipeline")  # what every kernel imports before its first cell
+_HEAVY = ("numpy", "pandas", "pyarrow.parquet", "scipy.stats", "sklearn.pipeline", "sklearn.compose", "sklearn.ensemble",
+          "sklearn.linear_model", "sklearn.model_selection", "mlflow", "mlflow.tracking")  # and what a data notebook imports (seconds)
+# (not matplotlib: a kernel chooses its backend as it starts; numpy's global random state and its BLAS threads are set
+#  anew in each kernel, by `_become_kernel`)
+_HEAVY_PACKAGES = {m.split(".")[0] for m in _HEAVY}
 
-def _zygote_main(fd: int) -> None:
-    "The warm-kernel zygote: import the kernel's code once, then fork one fresh kernel process per request on socket `fd`."
+def needs_heavy_imports(
+    notebook: str | os.PathLike,  # a notebook
+) -> bool:
+    "Whether a notebook's top-level imports name numpy, pandas, scikit-learn, MLflow & co. or a module of the package beyond the runner's."
+    import ast
+    try: cells = json.loads(Path(notebook).read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError): return False
+    for cell in cells:
+        if cell.get("cell_type") != "code": continue
+        try: body = ast.parse("".join(cell.get("source", []))).body
+        except SyntaxError: continue  # IPython magics: not worth a guess
+        for node in body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            if any(n.split(".")[0] in _HEAVY_PACKAGES or (n.startswith("mlops_course.") and n != "mlops_course.pipeline") for n in names):
+                return True
+    return False
+
+def _zygote_main(fd: int, heavy: bool = False) -> None:
+    "The warm-kernel zygote: import the kernel's code once (and the data libraries when `heavy`), then fork one fresh kernel process per request on socket `fd`."
     import importlib
-    for m in _PRELOAD:
+    for m in _PRELOAD + (_HEAVY if heavy else ()):
         try: importlib.import_module(m)
         except Exception: pass  # the kernel will import it (and report the error) itself
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # kernels are reaped by the system as they exit
@@ -191,6 +213,11 @@ def _become_kernel(req: dict, sock, reader) -> None:
         os.dup2(log, 1); os.dup2(log, 2)
         os.chdir(req["cwd"])
         os.environ.clear(); os.environ.update(req["env"])
+        if "numpy" in sys.modules:  # imported in the zygote: every kernel would share its random state and its thread count
+            sys.modules["numpy"].random.seed()  # fresh entropy, as a kernel started from scratch has (Python's `random` reseeds itself)
+            if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+                from threadpoolctl import threadpool_limits
+                threadpool_limits(int(os.environ["OMP_NUM_THREADS"]))  # the job's BLAS/OpenMP threads
         # the kernel exits if the zygote (hence its worker) goes; ipykernel read JPY_PARENT_PID at import, in the zygote: say it again
         os.environ["JPY_PARENT_PID"] = str(os.getppid())
         sys.argv = [*req["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"]
@@ -219,12 +246,12 @@ def _become_kernel(req: dict, sock, reader) -> None:
 
 class _Zygote:
     "A worker's handle on its zygote process."
-    def __init__(self):
+    def __init__(self, heavy: bool = False):
         import subprocess
         mine, theirs = socket.socketpair()
         # debugpy (imported by ipykernel) warns about frozen modules at import: the kernels it serves have their own environment
         env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-c", f"import mlops_course.batch as b; b._zygote_main({theirs.fileno()})"],
+        self.proc = subprocess.Popen([sys.executable, "-c", f"import mlops_course.batch as b; b._zygote_main({theirs.fileno()}, {heavy})"],
                                      pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         theirs.close()
         self.sock, self.reader, self.lock = mine, mine.makefile("rb"), threading.Lock()
@@ -261,18 +288,21 @@ class _ForkedKernel:
     def kill(self) -> None: self.send_signal(signal.SIGKILL)
     def terminate(self) -> None: self.send_signal(signal.SIGTERM)
 
-_ZYGOTE: _Zygote | None = None
+_ZYGOTES: dict[bool, _Zygote | None] = {}  # heavy or not -> this process's zygote
 _ZYGOTE_LOCK = threading.Lock()
 
-def _zygote() -> _Zygote | None:
+def _zygote(
+    heavy: bool = False,  # the one that has imported the data libraries too (for notebooks that `needs_heavy_imports`)
+) -> _Zygote | None:
     "This process's zygote, started on first use (None where fork is not available or it cannot start)."
-    global _ZYGOTE
     if not hasattr(os, "fork"): return None
     with _ZYGOTE_LOCK:
-        if _ZYGOTE is None or _ZYGOTE.proc.poll() is not None:
-            try: _ZYGOTE = _Zygote()
-            except OSError: _ZYGOTE = None
-        return _ZYGOTE
+        z = _ZYGOTES.get(heavy)
+        if z is None or z.proc.poll() is not None:
+            try: z = _Zygote(heavy)
+            except OSError: z = None
+            _ZYGOTES[heavy] = z
+        return z
 
 def _forkable(cmd: list[str]) -> bool:
     "A kernel command the zygote can stand in for: ipykernel on this very interpreter."
@@ -421,15 +451,24 @@ def _quick_ready(kc) -> None:
         finally: del channel.get_msg
     kc.wait_for_ready = wait_for_ready
 
-def _job_kernel_manager(cwd: Path, stderr: Path, env: dict, key: str, warm: bool, confine: dict | None = None, home: Path | None = None) -> type:
-    "A kernel manager class for one attempt of a job: `env` set, started in `cwd` (forked from the zygote when `warm`), confined by `confine`, registered in _LIVE."
-    class JobKernelManager(cwd_kernel_manager(cwd, stderr=stderr)):
+def warm_kernel_manager(
+    cwd: str | os.PathLike,  # the kernel's working folder
+    stderr: str | os.PathLike,  # a file for the kernel's own messages
+    env: dict,  # the kernel's whole environment
+    warm: bool = True,  # fork the kernel from this process's zygote (False, or where fork is missing: start it as usual)
+    confine: dict | None = None,  # Landlock rules the kernel is confined by (see *Confined kernels*)
+    home: Path | None = None,  # a confined kernel's private home (its connection file goes there)
+    on_start: Callable | None = None,  # called with the kernel manager before each start (it may raise to refuse)
+    heavy: bool = False,  # fork from the zygote that has imported numpy, pandas, scikit-learn and MLflow (`needs_heavy_imports`)
+) -> type:
+    "A kernel manager class: kernels started in `cwd` with `env`, forked from a warm zygote when `warm`; the batch's and the pipeline runner's."
+    class WarmKernelManager(cwd_kernel_manager(cwd, stderr=stderr)):
         async def _async_pre_start_kernel(self, **kw):
-            _LIVE[key] = self
+            if on_start is not None: on_start(self)
             if home is not None: self.connection_file = str(home/"kernel.json")  # where a confined kernel may read it
             return await super()._async_pre_start_kernel(**{**kw, "env": env})
         async def _async_launch_kernel(self, kernel_cmd, **kw):
-            zygote = _zygote() if warm and _forkable(kernel_cmd) else None
+            zygote = _zygote(heavy) if warm and _forkable(kernel_cmd) else None
             if zygote is None:
                 if confine is None: return await super()._async_launch_kernel(kernel_cmd, **kw)
                 fd = _ruleset(confine)  # made here; the new process only enforces it, between fork and exec
@@ -446,7 +485,12 @@ def _job_kernel_manager(cwd: Path, stderr: Path, env: dict, key: str, warm: bool
         async def _async_finish_shutdown(self, waittime=None, pollinterval=0.1, restart=False):
             # the kernel exits within milliseconds of its shutdown request: look every 10 ms, not every 100
             return await super()._async_finish_shutdown(waittime, min(pollinterval, 0.01), restart)
-    return JobKernelManager
+    return WarmKernelManager
+
+def _job_kernel_manager(cwd: Path, stderr: Path, env: dict, key: str, warm: bool, confine: dict | None = None, home: Path | None = None,
+                        heavy: bool = False) -> type:
+    "A kernel manager class for one attempt of a job, registered in _LIVE while it starts and runs."
+    return warm_kernel_manager(cwd, stderr, env, warm, confine, home, on_start=lambda km: _LIVE.__setitem__(key, km), heavy=heavy)
 
 def _kill_live(keys: Iterable[str] | None = None) -> None:
     "Kill the kernels (and their process groups) of these jobs, or of every job of this process."
@@ -459,7 +503,8 @@ def _attempt(task: dict, out_nb: Path, workdir: Path, env: dict, key: str, confi
     limit = task["notebook_timeout"]
     def expire(): expired.set(); _kill_live([key])
     timer = threading.Timer(limit, expire) if limit else None
-    manager = _job_kernel_manager(workdir, out_nb.with_name("kernel-stderr.log"), env, key, task["warm_kernels"], confine, home)
+    manager = _job_kernel_manager(workdir, out_nb.with_name("kernel-stderr.log"), env, key, task["warm_kernels"], confine, home,
+                                  heavy=needs_heavy_imports(task["notebook"]))
     if timer: timer.daemon = True; timer.start()
     try: run = execute_notebook(task["notebook"], out_nb, task["parameters"], cell_timeout=task["cell_timeout"], kernel_manager_class=manager)
     finally:
@@ -573,21 +618,21 @@ def _on_worker_term(*_) -> None:
     _kill_live()
     os._exit(143)
 
-def _worker_init(warm: bool, uri: str) -> None:
+def _worker_init(warm: bool, uri: str, heavy: bool = False) -> None:
     "Start-up of a worker: imports and the zygote, once and not once per job (the store is opened by the first job, once the batch has created it)."
     import logging
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_worker_term)
-    if warm: _zygote()  # first: it starts importing on the other core while this worker imports its own
+    if warm: _zygote(heavy)  # first: it starts importing on the other core while this worker imports its own
     # nbformat's validator imports jsonschema, which imports its optional IRI-format checker if installed, and that one
     # compiles a grammar at import (over a second). Notebook validation checks no formats: this process does without it.
     sys.modules.setdefault("rfc3987_syntax", None)
     import mlflow.entities, mlflow.tracking, nbclient, papermill  # noqa: F401
     for name in ("papermill", "nbclient", "traitlets"): logging.getLogger(name).setLevel(logging.CRITICAL)  # failures are in the results
 
-def _worker_main(task_fd: int, result_fd: int, warm: bool, uri: str) -> None:
+def _worker_main(task_fd: int, result_fd: int, warm: bool, uri: str, heavy: bool = False) -> None:
     "A local worker: read a task (a JSON line), execute it, write its result (a JSON line); until the batch closes the pipe."
-    _worker_init(warm, uri)
+    _worker_init(warm, uri, heavy)
     with open(task_fd, "rb") as tasks, open(result_fd, "wb", buffering=0) as results:
         for line in tasks:
             try: out = _execute_job(json.loads(line))
@@ -596,15 +641,15 @@ def _worker_main(task_fd: int, result_fd: int, warm: bool, uri: str) -> None:
 
 class _LocalPool:
     "Worker processes on this machine, each fed one job at a time."
-    def __init__(self, workers: int, warm: bool, uri: str):
-        self.warm, self.uri, self.stopped = warm, uri, False
+    def __init__(self, workers: int, warm: bool, uri: str, heavy: bool = False):
+        self.warm, self.uri, self.heavy, self.stopped = warm, uri, heavy, False
         self.workers = [self._spawn() for _ in range(workers)]
 
     def _spawn(self) -> SimpleNamespace:
         import subprocess
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
-        code = f"import mlops_course.batch as b; b._worker_main({task_r}, {result_w}, {self.warm!r}, {self.uri!r})"
+        code = f"import mlops_course.batch as b; b._worker_main({task_r}, {result_w}, {self.warm!r}, {self.uri!r}, {self.heavy!r})"
         proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(task_r, result_w), stdin=subprocess.DEVNULL, start_new_session=True)
         os.close(task_r); os.close(result_w)
         return SimpleNamespace(proc=proc, send=open(task_w, "wb", buffering=0), recv=open(result_r, "rb"))
@@ -664,12 +709,13 @@ class _LocalPool:
 
 _POOLS: dict = {}
 
-def _pool(workers: int, warm: bool, uri: str) -> _LocalPool:
-    "A pool of `workers` local workers, kept for the next batch with the same settings."
-    key = (workers, warm, uri)
+def _pool(workers: int, warm: bool, uri: str, jobs: Iterable = ()) -> _LocalPool:
+    "A pool of `workers` local workers, kept for the next batch with the same settings (their zygotes ready for `jobs`' notebooks)."
+    heavy = warm and any(needs_heavy_imports(j.notebook if isinstance(j, Job) else j["notebook"]) for j in jobs)
+    key = (workers, warm, uri, heavy)
     if key not in _POOLS or not _POOLS[key].usable:
         if key in _POOLS: _POOLS.pop(key).stop()
-        _POOLS[key] = _LocalPool(workers, warm, uri)
+        _POOLS[key] = _LocalPool(workers, warm, uri, heavy)
     return _POOLS[key]
 
 def stop_workers() -> None:
@@ -858,7 +904,7 @@ def run_batch(
         return jobs
     jobs = checked(jobs)  # before the tracking store is even opened: a mistake records nothing
     # local workers start now: their imports overlap with this process's opening of the store
-    pool = _pool(min(workers, len(jobs)), warm_kernels, settings.tracking_uri) if jobs and not scheduler else None
+    pool = _pool(min(workers, len(jobs)), warm_kernels, settings.tracking_uri, jobs) if jobs and not scheduler else None
     t = _Tracker(settings)
     t.sweep_stale()
     previous, earlier = (_previous_batch(t, only_failed, t.experiment_id) if only_failed else (None, {}))
@@ -910,7 +956,7 @@ def run_batch(
                 try: dask_client = Client(scheduler, timeout=30, set_as_default=False)
                 except (OSError, TimeoutError) as e: raise WorkbenchError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from e
                 executor = []
-            else: executor = pool or _pool(min(workers, len(tasks)), warm_kernels, t.uri)
+            else: executor = pool or _pool(min(workers, len(tasks)), warm_kernels, t.uri, tasks.values())
             for jname, out in _completions(executor, tasks, dask_client):
                 if isinstance(out, BaseException):
                     j = next(j for j in to_run if j.name == jname)

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__
 from .config import Settings, load_settings
 from .core import WorkbenchError, atomic_path, file_sha256
-from .notebooks import cwd_kernel_manager, execute_notebook
+from .notebooks import execute_notebook
 
 # %% auto #0
 __all__ = ['ENVIRONMENTS', 'NAME_RE', 'SPEC_KEYS', 'STEP_KEYS', 'STEP_LOG', 'STEP_RUN_ENV', 'STATUS_COLOURS',
@@ -494,15 +494,14 @@ class _Tracker:
         return n
 
 # %% ../nbs/03_environments.ipynb #34901a18
-def _kernel_manager_class(env: dict, cwd: Path, name: str, live: dict, cancel: threading.Event):
+def _kernel_manager_class(env: dict, cwd: Path, name: str, live: dict, cancel: threading.Event, notebook: Path):
     "A kernel manager class that starts its kernel in `cwd` with `env` added, registered as live[name]; none starts once cancelled."
+    from mlops_course.batch import needs_heavy_imports, warm_kernel_manager  # kernels forked from a warm one, imports done (ch 13a)
+    def on_start(km):
+        if cancel.is_set(): raise RuntimeError("interrupted before the kernel started")
+        live[name] = km
     # the kernel's own messages are kept with the step (kernel-stderr.log), not on the terminal
-    class StepKernelManager(cwd_kernel_manager(cwd, stderr=cwd/"kernel-stderr.log")):
-        async def _async_pre_start_kernel(self, **kw):
-            if cancel.is_set(): raise RuntimeError("interrupted before the kernel started")
-            live[name] = self
-            return await super()._async_pre_start_kernel(**{**kw, "env": {**(kw.get("env") or os.environ), **env}})
-    return StepKernelManager
+    return warm_kernel_manager(cwd, cwd/"kernel-stderr.log", {**os.environ, **env}, on_start=on_start, heavy=needs_heavy_imports(notebook))
 
 def _kill_kernels(live: dict) -> None:
     for km in list(live.values()):
@@ -627,7 +626,7 @@ def _execute_step(step: Step, ctx: _Context) -> StepResult:
         begun = time.time()
         try:
             run = execute_notebook(step.notebook, out_nb, params, cell_timeout=step.timeout or ctx.cell_timeout,
-                                   kernel_manager_class=_kernel_manager_class(env, step_dir, step.name, ctx.live, ctx.cancel))
+                                   kernel_manager_class=_kernel_manager_class(env, step_dir, step.name, ctx.live, ctx.cancel, step.notebook))
         finally: ctx.live.pop(step.name, None)
         status, error, cell = run.status, run.error, run.cell
         if status == "failed" and ctx.cancel.is_set(): status, error = "killed", "interrupted (Ctrl-C or SIGTERM)"
